@@ -1,0 +1,105 @@
+"""Command line of the local stack: ``python -m mlstack_local up|down|status|env``.
+
+Run through the Makefile (``make up``, ``make down``, ``make status``), which sets PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import secrets as stack_secrets
+from .base import Component, Context
+from .config import default_paths
+from .proc import StackError, say
+
+
+def components() -> list[Component]:
+    # Imported here so `status` and `down` work even if a component module has a heavy import.
+    from .keycloak import Keycloak
+    from .kube import Kube
+    from .postgres import Postgres
+    from .registry import Registry
+    from .runner import Runner
+    from .s3 import SeaweedS3
+    from .sealed import SealedSecrets
+
+    return [Kube(), Postgres(), SeaweedS3(), Keycloak(), SealedSecrets(), Registry(), Runner()]
+
+
+def make_context() -> Context:
+    paths = default_paths()
+    wanted: dict[str, str] = {}
+    for component in components():
+        wanted.update(component.wanted_secrets)
+    paths.state.mkdir(parents=True, exist_ok=True)
+    secrets = stack_secrets.load_or_create(paths.secrets_file, wanted)
+    return Context(paths=paths, secrets=secrets)
+
+
+def cmd_up(ctx: Context, only: list[str]) -> int:
+    selected = [c for c in components() if not only or c.name in only]
+    total = len(selected)
+    started = time.monotonic()
+    for index, component in enumerate(selected, start=1):
+        step = time.monotonic()
+        if component.is_up(ctx):
+            say(f"[{index}/{total}] {component.title}: already up")
+        else:
+            say(f"[{index}/{total}] {component.title}: preparing")
+            component.prepare(ctx)
+            say(f"[{index}/{total}] {component.title}: starting")
+            component.start(ctx)
+            say(f"[{index}/{total}] {component.title}: up in {time.monotonic() - step:.1f}s")
+        ctx.env.update(component.env(ctx))
+    write_stack_env(ctx)
+    say(f"Local stack up in {time.monotonic() - started:.1f}s; environment in {ctx.paths.stack_env}")
+    return 0
+
+
+def write_stack_env(ctx: Context) -> None:
+    values = dict(ctx.env)
+    values["MLSTACK_STATE_DIR"] = str(ctx.paths.state)
+    stack_secrets.write_env_file(ctx.paths.stack_env, values)
+
+
+def cmd_down(ctx: Context) -> int:
+    for component in reversed(components()):
+        component.stop(ctx)
+        say(f"{component.title}: stopped")
+    ctx.paths.stack_env.unlink(missing_ok=True)
+    return 0
+
+
+def cmd_status(ctx: Context) -> int:
+    all_up = True
+    for component in components():
+        up = component.is_up(ctx)
+        all_up = all_up and up
+        say(f"{component.title:<28} {'up' if up else 'down'}")
+    return 0 if all_up else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlstack_local", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the stack (a no-op for what is already up)")
+    up.add_argument("only", nargs="*", help="component names to start (default: all)")
+    sub.add_parser("down", help="stop everything the stack started, by recorded PID")
+    sub.add_parser("status", help="report each component; exit 3 if any is down")
+    args = parser.parse_args(argv)
+    ctx = make_context()
+    try:
+        if args.command == "up":
+            return cmd_up(ctx, args.only)
+        if args.command == "down":
+            return cmd_down(ctx)
+        return cmd_status(ctx)
+    except StackError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

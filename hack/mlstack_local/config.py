@@ -1,0 +1,83 @@
+"""Where the local stack keeps things, which versions it runs and on which ports.
+
+Everything listens on 127.0.0.1. State (data dirs, logs, PIDs, generated passwords) lives under
+``.local/`` in the repository; built or downloaded artifacts live under ``~/.cache/mlstack/``, keyed by
+version, so a second ``make up`` on the same machine builds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIND = "127.0.0.1"
+
+VERSIONS = {
+    "kubernetes": "v1.35.4",
+    "etcd": "v3.6.16",
+    "kwok": "v0.8.0",
+    "sealed_secrets": "v0.36.6",
+    "keycloak": "26.7.3",
+    "postgresql": "15",
+}
+
+PORTS = {
+    "kube_apiserver": 36443,
+    "postgres": 35432,
+    "s3": 38333,
+    "weed_master": 39333,
+    "weed_volume": 38380,
+    "weed_filer": 38888,
+    "weed_master_grpc": 49333,
+    "weed_volume_grpc": 48380,
+    "weed_filer_grpc": 48888,
+    "weed_s3_grpc": 48333,
+    "keycloak": 38180,
+    "keycloak_management": 38190,
+    "sealed_secrets": 38290,
+    "registry": 35000,
+    "runner_health": 35090,
+}
+
+
+@dataclass(frozen=True)
+class Paths:
+    """All filesystem locations used by the stack."""
+
+    state: Path
+    cache: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.state / "pids"
+
+    @property
+    def stack_env(self) -> Path:
+        return self.state / "stack.env"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state / "secrets.json"
+
+    @property
+    def bin(self) -> Path:
+        return self.cache / "bin"
+
+    @property
+    def src(self) -> Path:
+        return self.cache / "src"
+
+    def component_dir(self, name: str) -> Path:
+        return self.state / name
+
+
+def default_paths() -> Paths:
+    state = Path(os.environ.get("MLSTACK_STATE_DIR", REPO_ROOT / ".local"))
+    cache = Path(os.environ.get("MLSTACK_CACHE_DIR", Path.home() / ".cache" / "mlstack"))
+    return Paths(state=state.resolve(), cache=cache.resolve())
