@@ -19,13 +19,14 @@ def components() -> list[Component]:
     # Imported here so `status` and `down` work even if a component module has a heavy import.
     from .keycloak import Keycloak
     from .kube import Kube
+    from .platform import Platform
     from .postgres import Postgres
     from .registry import Registry
     from .runner import Runner
     from .s3 import SeaweedS3
     from .sealed import SealedSecrets
 
-    return [Kube(), Postgres(), SeaweedS3(), Keycloak(), SealedSecrets(), Registry(), Runner()]
+    return [Kube(), Postgres(), SeaweedS3(), Platform(), Keycloak(), SealedSecrets(), Registry(), Runner()]
 
 
 def make_context() -> Context:
@@ -39,11 +40,22 @@ def make_context() -> Context:
 
 
 def cmd_up(ctx: Context, only: list[str]) -> int:
-    selected = [c for c in components() if not only or c.name in only]
-    total = len(selected)
+    every = components()
+    unknown = set(only) - {c.name for c in every}
+    if unknown:
+        known = ", ".join(c.name for c in every)
+        raise StackError(f"unknown component(s) {', '.join(sorted(unknown))}; known: {known}")
+    total = len(only) if only else len(every)
     started = time.monotonic()
-    for index, component in enumerate(selected, start=1):
+    index = 0
+    for component in every:
         step = time.monotonic()
+        if only and component.name not in only:
+            # Not asked for, but its environment is published if it is up.
+            if component.is_up(ctx):
+                ctx.env.update(component.env(ctx))
+            continue
+        index += 1
         if component.is_up(ctx):
             say(f"[{index}/{total}] {component.title}: already up")
         else:
@@ -76,6 +88,8 @@ def cmd_status(ctx: Context) -> int:
     all_up = True
     for component in components():
         up = component.is_up(ctx)
+        if up:
+            ctx.env.update(component.env(ctx))
         all_up = all_up and up
         say(f"{component.title:<28} {'up' if up else 'down'}")
     return 0 if all_up else 3

@@ -149,7 +149,9 @@ def tcp_open(host: str, port: int) -> bool:
         return False
 
 
-def http_status(url: str, *, context: ssl.SSLContext | None = None, headers: Mapping[str, str] | None = None) -> int | None:
+def http_status(
+    url: str, *, context: ssl.SSLContext | None = None, headers: Mapping[str, str] | None = None
+) -> int | None:
     request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - local URLs only
     try:
         with urllib.request.urlopen(request, timeout=3, context=context) as response:  # noqa: S310

@@ -48,7 +48,9 @@ class Registry:
     def prepare(self, ctx: Context) -> None:
         for tool in ("docker-registry", "htpasswd"):
             if not shutil.which(tool):
-                raise StackError(f"`{tool}` not found; install it with: apt-get install -y docker-registry apache2-utils")
+                raise StackError(
+                    f"`{tool}` not found; install it with: apt-get install -y docker-registry apache2-utils"
+                )
         data, htpasswd, config = self._paths(ctx)
         data.mkdir(parents=True, exist_ok=True)
         # -i reads the password from stdin, so it never appears in a process list.

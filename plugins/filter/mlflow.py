@@ -1,0 +1,257 @@
+# Copyright: (c) 2026, mlstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for the mlstack.mlflow collection.
+
+``mlflow_db_uri``
+    Build a SQLAlchemy database URI with every credential percent-encoded.
+
+    Parameters: ``user`` (str, required), ``password`` (str or None: omitted when empty), ``host``
+    (str; an IPv6 address is bracketed), ``port`` (int or digits, 1-65535), ``database`` (str),
+    ``driver`` (default ``postgresql+psycopg2``: SQLAlchemy 2.1 maps a bare ``postgresql://`` to
+    psycopg 3), ``params`` (dict, optional: query parameters such as ``sslmode``).
+    Returns a str. Example::
+
+        "{{ mlflow_db_user | mlstack.mlflow.mlflow_db_uri(mlflow_db_password, mlflow_db_host,
+            mlflow_db_port, mlflow_db_name, params={'sslmode': 'require'}) }}"
+        # postgresql+psycopg2://mlflow:p%40ss%2Fw%3Ard@db.example:5432/mlflow?sslmode=require
+
+    User, password and database go through ``urllib.parse.quote(x, safe="")``: unlike Jinja's
+    ``urlencode`` (which leaves ``/`` alone) it encodes ``@ : / % # ? ' " ;`` and spaces. SQLAlchemy's
+    ``make_url`` decodes them back.
+
+``dockerconfigjson``
+    The value of the ``.dockerconfigjson`` key of a ``kubernetes.io/dockerconfigjson`` Secret.
+
+    Parameters: ``registry`` (host[:port], a leading ``https://``/``http://`` and trailing ``/`` are
+    stripped), ``username``, ``password``, ``email`` (optional). Returns compact JSON with sorted keys
+    (stable across runs, so re-applying the Secret is a no-op)::
+
+        "{{ 'https://harbor.example.com' | mlstack.mlflow.dockerconfigjson('robot$mlflow', token) }}"
+        # {"auths":{"harbor.example.com":{"auth":"<base64 user:password>","password":"...","username":"robot$mlflow"}}}
+
+``sealed_secret``
+    A complete ``bitnami.com/v1alpha1`` SealedSecret encrypting ``data`` with the controller's
+    certificate, byte-compatible with ``kubeseal``.
+
+    Parameters: ``data`` (dict of str), ``cert_pem`` (the PEM served at ``/v1/cert.pem``, or a public
+    key), ``namespace``, ``name``, ``scope`` (``strict`` default, ``namespace-wide``, ``cluster-wide``),
+    ``secret_type`` (default ``Opaque``), ``labels``, ``annotations`` (dicts, put on the SealedSecret and
+    the Secret it produces), ``fingerprint_salt`` (optional secret: adds the
+    ``mlflow.mlstack.io/sealed-data-fingerprint`` annotation, see ``sealed_secret_fingerprint``).
+    Returns a dict. Sealing is randomized: each call gives new ciphertexts. Example::
+
+        "{{ {'password': db_password} | mlstack.mlflow.sealed_secret(cert, 'mlflow', 'mlflow-db',
+            fingerprint_salt=mlflow_sealed_fingerprint_salt) }}"
+
+``sealed_secret_fingerprint``
+    Parameters: ``data``, ``cert_pem``, ``namespace``, ``name``, ``salt``, ``scope`` (as for
+    ``sealed_secret``). Returns the keyed fingerprint (HMAC-SHA256, hex) that
+    ``sealed_secret(..., fingerprint_salt=salt)`` stores for the same inputs. Compare it with the
+    annotation of the SealedSecret in the cluster: equal means nothing to re-seal, so the role leaves
+    the object alone and a re-run reports no change. ``salt`` is a secret of at least 16 bytes kept in
+    the inventory (Vault), never in the cluster. Example::
+
+        "{{ existing.metadata.annotations['mlflow.mlstack.io/sealed-data-fingerprint'] | default('')
+            != ({'password': db_password} | mlstack.mlflow.sealed_secret_fingerprint(cert, 'mlflow',
+            'mlflow-db', mlflow_sealed_fingerprint_salt)) }}"
+
+``b64encode_values``
+    Return a copy of a dict with every value base64-encoded (UTF-8), for a Secret's ``data:``.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
+    SCOPES,
+    data_fingerprint,
+    load_public_key,
+    sealed_secret_manifest,
+)
+
+_DRIVER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z][A-Za-z0-9_]*)?$")
+# A DNS name or IPv4 address; IPv6 is recognised separately. Underscores occur in real hostnames.
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+_REGISTRY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-\[\]:]*)(/[A-Za-z0-9_.\-/]*)?$")
+
+
+def _require_str(value: Any, what: str, *, allow_empty: bool = False) -> str:
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+        raise AnsibleFilterError(f"{what} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text and not allow_empty:
+        raise AnsibleFilterError(f"{what} must not be empty")
+    return text
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _format_host(host: Any) -> str:
+    text = _require_str(host, "mlflow_db_uri: host").strip()
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        address = ipaddress.ip_address(inner)
+    except ValueError:
+        address = None
+    if isinstance(address, ipaddress.IPv6Address):
+        return f"[{inner}]"
+    if address is None and (text != inner or not _HOSTNAME_RE.match(text)):
+        raise AnsibleFilterError(f"mlflow_db_uri: host {text!r} is not a hostname or IP address")
+    return text
+
+
+def _validate_port(port: Any) -> int:
+    if isinstance(port, bool):
+        raise AnsibleFilterError("mlflow_db_uri: port must be an integer between 1 and 65535, got a boolean")
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port.strip())
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise AnsibleFilterError(f"mlflow_db_uri: port must be an integer between 1 and 65535, got {port!r}")
+    return port
+
+
+def mlflow_db_uri(
+    user: str,
+    password: str | None,
+    host: str,
+    port: int | str,
+    database: str,
+    driver: str = "postgresql+psycopg2",
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    """SQLAlchemy URI ``driver://user:password@host:port/database?params`` with credentials encoded."""
+    driver_text = _require_str(driver, "mlflow_db_uri: driver")
+    if not _DRIVER_RE.match(driver_text):
+        raise AnsibleFilterError(f"mlflow_db_uri: driver {driver_text!r} is not a SQLAlchemy dialect[+driver] name")
+    userinfo = _quote(_require_str(user, "mlflow_db_uri: user"))
+    if password is not None:
+        password_text = _require_str(password, "mlflow_db_uri: password", allow_empty=True)
+        if password_text:
+            userinfo += ":" + _quote(password_text)
+    uri = f"{driver_text}://{userinfo}@{_format_host(host)}:{_validate_port(port)}"
+    uri += "/" + _quote(_require_str(database, "mlflow_db_uri: database"))
+    if params:
+        if not isinstance(params, Mapping):
+            raise AnsibleFilterError(f"mlflow_db_uri: params must be a dict, got {type(params).__name__}")
+        query = {}
+        for key, value in params.items():
+            if value is None or isinstance(value, Mapping):
+                raise AnsibleFilterError(f"mlflow_db_uri: params[{key!r}] must be a string, number or list")
+            query[str(key)] = value
+        uri += "?" + urlencode(query, doseq=True)
+    return uri
+
+
+def dockerconfigjson(registry: str, username: str, password: str, email: str | None = None) -> str:
+    """JSON for a ``kubernetes.io/dockerconfigjson`` Secret holding one registry's credentials."""
+    server = _require_str(registry, "dockerconfigjson: registry").strip()
+    server = re.sub(r"^https?://", "", server, flags=re.IGNORECASE).rstrip("/")
+    if not server or not _REGISTRY_RE.match(server):
+        raise AnsibleFilterError(f"dockerconfigjson: registry {registry!r} is not a registry host[:port]")
+    user = _require_str(username, "dockerconfigjson: username")
+    if ":" in user:
+        raise AnsibleFilterError("dockerconfigjson: username must not contain ':' (HTTP basic auth)")
+    secret = _require_str(password, "dockerconfigjson: password")
+    entry = {
+        "username": user,
+        "password": secret,
+        "auth": base64.b64encode(f"{user}:{secret}".encode()).decode("ascii"),
+    }
+    if email:
+        entry["email"] = _require_str(email, "dockerconfigjson: email")
+    return json.dumps({"auths": {server: entry}}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _string_data(data: Any, what: str) -> dict[str, str]:
+    if not isinstance(data, Mapping):
+        raise AnsibleFilterError(f"{what}: data must be a dict, got {type(data).__name__}")
+    result = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise AnsibleFilterError(f"{what}: keys must be strings, got {key!r}")
+        if value is None or isinstance(value, bool | Mapping | list):
+            raise AnsibleFilterError(f"{what}: data[{key!r}] must be a string, got {type(value).__name__}")
+        result[key] = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return result
+
+
+def sealed_secret(
+    data: Mapping[str, str],
+    cert_pem: str,
+    namespace: str,
+    name: str,
+    scope: str = "strict",
+    secret_type: str = "Opaque",  # noqa: S107 - a Secret type, not a password
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    fingerprint_salt: str | None = None,
+) -> dict:
+    """A SealedSecret manifest (dict) that the controller unseals into a Secret holding ``data``."""
+    values = _string_data(data, "sealed_secret")
+    if scope not in SCOPES:
+        raise AnsibleFilterError(f"sealed_secret: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    for what, mapping in (("labels", labels), ("annotations", annotations)):
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise AnsibleFilterError(f"sealed_secret: {what} must be a dict, got {type(mapping).__name__}")
+    try:
+        public_key = load_public_key(cert_pem)
+        return sealed_secret_manifest(
+            public_key,
+            values,
+            namespace=namespace or "",
+            name=name,
+            scope=scope,
+            secret_type=secret_type,
+            labels=labels,
+            annotations=annotations,
+            fingerprint_salt=fingerprint_salt,
+        )
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"sealed_secret: {exc}") from exc
+
+
+def sealed_secret_fingerprint(
+    data: Mapping[str, str],
+    cert_pem: str,
+    namespace: str,
+    name: str,
+    salt: str,
+    scope: str = "strict",
+) -> str:
+    """The fingerprint ``sealed_secret(..., fingerprint_salt=salt)`` stores for the same inputs."""
+    values = _string_data(data, "sealed_secret_fingerprint")
+    try:
+        return data_fingerprint(values, namespace or "", name, salt, scope, load_public_key(cert_pem))
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"sealed_secret_fingerprint: {exc}") from exc
+
+
+def b64encode_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """Copy of ``data`` with each value base64-encoded, for a Secret's ``data:`` field."""
+    return {
+        key: base64.b64encode(value.encode("utf-8")).decode("ascii")
+        for key, value in _string_data(data, "b64encode_values").items()
+    }
+
+
+class FilterModule:
+    """mlstack.mlflow filters."""
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "mlflow_db_uri": mlflow_db_uri,
+            "dockerconfigjson": dockerconfigjson,
+            "sealed_secret": sealed_secret,
+            "sealed_secret_fingerprint": sealed_secret_fingerprint,
+            "b64encode_values": b64encode_values,
+        }

@@ -1,0 +1,342 @@
+"""The collection's filters: what they render must parse back to exactly what went in."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
+    FilterModule,
+    b64encode_values,
+    dockerconfigjson,
+    mlflow_db_uri,
+    sealed_secret,
+    sealed_secret_fingerprint,
+)
+from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
+    FINGERPRINT_ANNOTATION,
+    NAMESPACE_WIDE_ANNOTATION,
+    unseal_value,
+)
+
+try:
+    from sqlalchemy.engine import make_url
+except ImportError:  # the controller venv does not need SQLAlchemy; urllib is the fallback
+    make_url = None
+
+SALT = "a-secret-salt-of-more-than-16-bytes"
+
+NASTY = [
+    "plain",
+    "p@ss",
+    "a:b",
+    "a/b",
+    "100%",
+    "%25",
+    "frag#ment",
+    "q?x=1&y=2",
+    "it's",
+    'say "hi"',
+    "semi;colon",
+    "with space",
+    "plus+sign",
+    "back\\slash",
+    "[brackets]",
+    "päss wörd ✓ 🔑",
+    "@:/%#?'\"; all together",
+]
+
+
+def parse_db_uri(uri: str) -> dict:
+    """Decode a URI as SQLAlchemy does when it can, else with urllib."""
+    if make_url is not None:
+        url = make_url(uri)
+        return {
+            "driver": url.drivername,
+            "user": url.username,
+            "password": url.password,
+            "host": url.host,
+            "port": url.port,
+            "database": url.database,
+            "query": {k: v if isinstance(v, str) else list(v) for k, v in url.query.items()},
+        }
+    parts = urlsplit(uri)
+    return {
+        "driver": parts.scheme,
+        "user": unquote(parts.username) if parts.username is not None else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+        "host": parts.hostname,
+        "port": parts.port,
+        "database": unquote(parts.path[1:]),
+        "query": {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()},
+    }
+
+
+# --- mlflow_db_uri --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", NASTY)
+def test_db_uri_round_trips_passwords(secret):
+    uri = mlflow_db_uri("mlflow", secret, "db.example.com", 5432, "mlflow")
+    parsed = parse_db_uri(uri)
+    assert parsed["password"] == secret
+    assert parsed["user"] == "mlflow"
+    assert parsed["host"] == "db.example.com"
+    assert parsed["port"] == 5432
+    assert parsed["database"] == "mlflow"
+    # Nothing that could end the userinfo early is left raw.
+    userinfo = uri.split("://", 1)[1].rsplit("@", 1)[0]
+    for char in "@/#? '\";":
+        assert char not in userinfo
+    assert userinfo.count(":") == 1
+
+
+@pytest.mark.parametrize("user", NASTY)
+def test_db_uri_round_trips_users(user):
+    parsed = parse_db_uri(mlflow_db_uri(user, "pw", "localhost", "5432", "mlflow"))
+    assert (parsed["user"], parsed["password"]) == (user, "pw")
+
+
+@pytest.mark.parametrize("database", ["mlflow", "mlflow_auth", "my db", "a/b", "odd?#name", "dätenbank"])
+def test_db_uri_round_trips_database(database):
+    assert parse_db_uri(mlflow_db_uri("u", "p", "h", 5432, database))["database"] == database
+
+
+def test_db_uri_default_driver_is_psycopg2():
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the image does not ship.
+    assert mlflow_db_uri("u", "p", "h", 5432, "d") == "postgresql+psycopg2://u:p@h:5432/d"
+
+
+def test_db_uri_custom_driver():
+    assert mlflow_db_uri("u", "p", "h", 3306, "d", driver="mysql+pymysql").startswith("mysql+pymysql://")
+
+
+def test_db_uri_without_password():
+    assert mlflow_db_uri("u", None, "h", 5432, "d") == "postgresql+psycopg2://u@h:5432/d"
+    assert mlflow_db_uri("u", "", "h", 5432, "d") == "postgresql+psycopg2://u@h:5432/d"
+    assert parse_db_uri(mlflow_db_uri("u", None, "h", 5432, "d"))["password"] is None
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]", "fd00:10:96::a"])
+def test_db_uri_brackets_ipv6(host):
+    uri = mlflow_db_uri("u", "p:w", host, 5432, "d")
+    bare = host.strip("[]")
+    assert f"@[{bare}]:5432/" in uri
+    parsed = parse_db_uri(uri)
+    assert (parsed["host"], parsed["port"], parsed["password"]) == (bare, 5432, "p:w")
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5", "postgres.db.svc.cluster.local", "localhost", "pg_primary"])
+def test_db_uri_plain_hosts(host):
+    assert parse_db_uri(mlflow_db_uri("u", "p", host, 5432, "d"))["host"] == host
+
+
+def test_db_uri_params():
+    uri = mlflow_db_uri("u", "p", "h", 5432, "d", params={"sslmode": "require", "application_name": "ml flow&x"})
+    assert uri.endswith("?sslmode=require&application_name=ml+flow%26x")
+    assert parse_db_uri(uri)["query"] == {"sslmode": "require", "application_name": "ml flow&x"}
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1, "abc", "", None, True, 5432.5, "54 32"])
+def test_db_uri_rejects_bad_ports(port):
+    with pytest.raises(AnsibleFilterError, match="port"):
+        mlflow_db_uri("u", "p", "h", port, "d")
+
+
+@pytest.mark.parametrize("port", [1, 65535, "5432", " 5432 "])
+def test_db_uri_accepts_ports(port):
+    assert parse_db_uri(mlflow_db_uri("u", "p", "h", port, "d"))["port"] == int(str(port).strip())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("", "p", "h", 5432, "d"), "user"),
+        ((None, "p", "h", 5432, "d"), "user"),
+        (("u", "p", "", 5432, "d"), "host"),
+        (("u", "p", "h/x", 5432, "d"), "host"),
+        (("u", "p", "user@h", 5432, "d"), "host"),
+        (("u", "p", "[not-ipv6]", 5432, "d"), "host"),
+        (("u", "p", "h", 5432, ""), "database"),
+        (("u", ["p"], "h", 5432, "d"), "password"),
+    ],
+)
+def test_db_uri_rejects_bad_input(args, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        mlflow_db_uri(*args)
+
+
+@pytest.mark.parametrize("driver", ["", "postgresql://", "postgresql+", "1pg", "pg sql"])
+def test_db_uri_rejects_bad_driver(driver):
+    with pytest.raises(AnsibleFilterError, match="driver"):
+        mlflow_db_uri("u", "p", "h", 5432, "d", driver=driver)
+
+
+def test_db_uri_rejects_bad_params():
+    with pytest.raises(AnsibleFilterError, match="params"):
+        mlflow_db_uri("u", "p", "h", 5432, "d", params={"sslmode": None})
+    with pytest.raises(AnsibleFilterError, match="params"):
+        mlflow_db_uri("u", "p", "h", 5432, "d", params=["sslmode=require"])  # type: ignore[arg-type]
+
+
+# --- dockerconfigjson -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("password", ["token", "@:/%#?'\"; ✓"])
+def test_dockerconfigjson_structure(password):
+    rendered = dockerconfigjson("harbor.example.com", "robot$mlflow", password)
+    config = json.loads(rendered)
+    assert list(config) == ["auths"]
+    entry = config["auths"]["harbor.example.com"]
+    assert entry["username"] == "robot$mlflow"
+    assert entry["password"] == password
+    assert base64.b64decode(entry["auth"], validate=True).decode() == f"robot$mlflow:{password}"
+    assert "email" not in entry
+
+
+def test_dockerconfigjson_is_compact_and_sorted():
+    rendered = dockerconfigjson("r.example", "u", "p")
+    assert rendered == '{"auths":{"r.example":{"auth":"dTpw","password":"p","username":"u"}}}'
+    assert rendered == dockerconfigjson("r.example", "u", "p")
+
+
+@pytest.mark.parametrize(
+    ("registry", "server"),
+    [
+        ("https://harbor.example.com", "harbor.example.com"),
+        ("http://localhost:5000/", "localhost:5000"),
+        ("HTTPS://Harbor.Example.com:8443", "Harbor.Example.com:8443"),
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        ("registry.example.com/project", "registry.example.com/project"),
+    ],
+)
+def test_dockerconfigjson_strips_scheme(registry, server):
+    assert list(json.loads(dockerconfigjson(registry, "u", "p"))["auths"]) == [server]
+
+
+def test_dockerconfigjson_email():
+    entry = json.loads(dockerconfigjson("r", "u", "p", email="ops@example.com"))["auths"]["r"]
+    assert entry["email"] == "ops@example.com"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("", "u", "p"), "registry"),
+        (("https://", "u", "p"), "registry"),
+        (("bad host", "u", "p"), "registry"),
+        (("r", "", "p"), "username"),
+        (("r", "a:b", "p"), "username"),
+        (("r", "u", ""), "password"),
+        (("r", "u", None), "password"),
+    ],
+)
+def test_dockerconfigjson_rejects_bad_input(args, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        dockerconfigjson(*args)
+
+
+# --- b64encode_values -----------------------------------------------------------------------------
+
+
+def test_b64encode_values():
+    data = {"password": "@:/%#?'\"; ✓", "empty": "", "port": 5432}
+    encoded = b64encode_values(data)
+    assert set(encoded) == set(data)
+    assert {k: base64.b64decode(v, validate=True).decode() for k, v in encoded.items()} == {
+        "password": "@:/%#?'\"; ✓",
+        "empty": "",
+        "port": "5432",
+    }
+    assert data["password"] == "@:/%#?'\"; ✓"  # noqa: S105 - input untouched
+
+
+@pytest.mark.parametrize("data", [None, "text", {"k": None}, {"k": {"nested": "x"}}, {"k": True}])
+def test_b64encode_values_rejects_bad_input(data):
+    with pytest.raises(AnsibleFilterError):
+        b64encode_values(data)
+
+
+# --- sealed_secret --------------------------------------------------------------------------------
+
+
+def test_sealed_secret_filter_round_trip(rsa_private_key, cert_pem):
+    data = {"password": "@:/%#?'\"; ✓", "username": "mlflow"}
+    manifest = sealed_secret(data, cert_pem, "mlflow", "mlflow-db", labels={"app": "mlflow"})
+    assert manifest["kind"] == "SealedSecret"
+    assert manifest["metadata"]["labels"] == {"app": "mlflow"}
+    assert manifest["spec"]["template"]["type"] == "Opaque"
+    opened = {
+        k: unseal_value(rsa_private_key, v, b"mlflow/mlflow-db").decode()
+        for k, v in manifest["spec"]["encryptedData"].items()
+    }
+    assert opened == data
+
+
+def test_sealed_secret_filter_namespace_wide_dockerconfig(rsa_private_key, cert_pem):
+    config = dockerconfigjson("harbor.example.com", "robot$mlflow", "t0k:en")
+    manifest = sealed_secret(
+        {".dockerconfigjson": config},
+        cert_pem,
+        "mlflow",
+        "harbor-pull",
+        scope="namespace-wide",
+        secret_type="kubernetes.io/dockerconfigjson",  # noqa: S106 - a Secret type
+    )
+    assert manifest["metadata"]["annotations"] == {NAMESPACE_WIDE_ANNOTATION: "true"}
+    assert manifest["spec"]["template"]["type"] == "kubernetes.io/dockerconfigjson"
+    blob = manifest["spec"]["encryptedData"][".dockerconfigjson"]
+    assert unseal_value(rsa_private_key, blob, b"mlflow").decode() == config
+
+
+def test_sealed_secret_fingerprint_matches_manifest(cert_pem):
+    data = {"password": "pw", "username": "mlflow"}
+    manifest = sealed_secret(data, cert_pem, "mlflow", "mlflow-db", fingerprint_salt=SALT)
+    expected = sealed_secret_fingerprint(data, cert_pem, "mlflow", "mlflow-db", SALT)
+    assert manifest["metadata"]["annotations"][FINGERPRINT_ANNOTATION] == expected
+    assert sealed_secret_fingerprint({**data, "password": "new"}, cert_pem, "mlflow", "mlflow-db", SALT) != expected
+    assert sealed_secret_fingerprint(data, cert_pem, "mlflow", "mlflow-db", SALT, scope="namespace-wide") != expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cert_pem": "garbage"}, "PEM"),
+        ({"data": {}}, "empty"),
+        ({"data": "x"}, "dict"),
+        ({"data": {"k": None}}, "string"),
+        ({"scope": "global"}, "scope"),
+        ({"namespace": ""}, "namespace"),
+        ({"labels": ["x"]}, "labels"),
+        ({"fingerprint_salt": "short"}, "salt"),
+    ],
+)
+def test_sealed_secret_filter_errors(cert_pem, kwargs, message):
+    args = {"data": {"k": "v"}, "cert_pem": cert_pem, "namespace": "mlflow", "name": "s", **kwargs}
+    with pytest.raises(AnsibleFilterError, match=message):
+        sealed_secret(**args)
+
+
+def test_sealed_secret_fingerprint_errors(cert_pem):
+    with pytest.raises(AnsibleFilterError, match="salt"):
+        sealed_secret_fingerprint({"k": "v"}, cert_pem, "mlflow", "s", "short")
+    with pytest.raises(AnsibleFilterError, match="empty"):
+        sealed_secret_fingerprint({"k": "v"}, "", "mlflow", "s", SALT)
+
+
+# --- plugin entry point ---------------------------------------------------------------------------
+
+
+def test_filter_module_exposes_filters():
+    filters = FilterModule().filters()
+    assert set(filters) == {
+        "mlflow_db_uri",
+        "dockerconfigjson",
+        "sealed_secret",
+        "sealed_secret_fingerprint",
+        "b64encode_values",
+    }
+    assert all(callable(f) for f in filters.values())
