@@ -95,6 +95,17 @@ def cmd_status(ctx: Context) -> int:
     return 0 if all_up else 3
 
 
+def cmd_endpoint(ctx: Context, namespace: str, service: str) -> int:
+    """Write .local/mlflow.env with where the deployed MLflow answers, and print it."""
+    from .endpoint import mlflow_env
+
+    values = mlflow_env(ctx, namespace, service)
+    path = ctx.paths.state / "mlflow.env"
+    stack_secrets.write_env_file(path, values)
+    say(f"MLflow is up: {values['MLFLOW_TRACKING_URI']} (Host: {values['MLFLOW_HOST']}); environment in {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlstack_local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("only", nargs="*", help="component names to start (default: all)")
     sub.add_parser("down", help="stop everything the stack started, by recorded PID")
     sub.add_parser("status", help="report each component; exit 3 if any is down")
+    endpoint = sub.add_parser("endpoint", help="write .local/mlflow.env for the deployed MLflow")
+    endpoint.add_argument("--namespace", default="mlflow")
+    endpoint.add_argument("--service", default="mlflow")
     args = parser.parse_args(argv)
     ctx = make_context()
     try:
@@ -109,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(ctx, args.only)
         if args.command == "down":
             return cmd_down(ctx)
+        if args.command == "endpoint":
+            return cmd_endpoint(ctx, args.namespace, args.service)
         return cmd_status(ctx)
     except StackError as err:
         print(f"ERROR: {err}", file=sys.stderr)

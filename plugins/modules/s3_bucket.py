@@ -1,0 +1,179 @@
+# Copyright: (c) 2026, mlstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ensure a bucket exists (or is gone) on an S3-compatible store."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: s3_bucket
+short_description: Ensure a bucket on an S3-compatible store (SeaweedFS, MinIO, Ceph RGW, AWS)
+description:
+  - Creates the bucket when it is missing, with path-style addressing and a custom endpoint.
+  - Deletes it with C(state=absent); with C(purge=true) its objects are deleted first.
+  - Why not amazon.aws.s3_bucket? It reads and writes bucket sub-resources (tagging, versioning,
+    encryption, ownership controls, public access blocks) that S3-compatible stores often do not
+    implement, so it fails against them. This module uses only HeadBucket, CreateBucket,
+    ListObjectsV2, DeleteObjects and DeleteBucket.
+  - Real errors surface: a wrong key, a refused TLS certificate or a bucket owned by someone else fails the task.
+version_added: 0.1.0
+author: mlstack developers
+options:
+  name:
+    description: Bucket name.
+    type: str
+    required: true
+  endpoint_url:
+    description: S3 endpoint, such as https://s3.example.com.
+    type: str
+    required: true
+  access_key:
+    description: Access key id.
+    type: str
+    required: true
+  secret_key:
+    description: Secret access key.
+    type: str
+    required: true
+  region:
+    description: Region used in signatures.
+    type: str
+    default: us-east-1
+  validate_certs:
+    description: Verify the endpoint's TLS certificate.
+    type: bool
+    default: true
+  ca_bundle:
+    description: CA bundle to verify the endpoint with; the system store when omitted.
+    type: path
+  state:
+    description: Whether the bucket should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  purge:
+    description: With C(state=absent), delete every object first (otherwise a non-empty bucket fails).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+requirements:
+  - boto3
+"""
+
+EXAMPLES = r"""
+- name: Ensure the artifacts bucket exists
+  mlstack.mlflow.s3_bucket:
+    name: mlflow
+    endpoint_url: https://s3.example.com
+    access_key: "{{ s3_access_key }}"
+    secret_key: "{{ s3_secret_key }}"
+  no_log: true
+"""
+
+RETURN = r"""
+existed:
+  description: Whether the bucket existed before the run.
+  returned: always
+  type: bool
+deleted_objects:
+  description: Number of objects deleted by a purge.
+  returned: when state=absent
+  type: int
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    HAS_BOTO3 = True
+except ImportError:
+    HAS_BOTO3 = False
+
+
+def make_client(params: dict[str, Any]) -> Any:
+    verify: bool | str = params["validate_certs"]
+    if verify and params["ca_bundle"]:
+        verify = params["ca_bundle"]
+    return boto3.client(
+        "s3",
+        endpoint_url=params["endpoint_url"],
+        aws_access_key_id=params["access_key"],
+        aws_secret_access_key=params["secret_key"],
+        region_name=params["region"],
+        verify=verify,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}),
+    )
+
+
+def bucket_exists(s3: Any, name: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=name)
+        return True
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+
+
+def purge_objects(s3: Any, name: str) -> int:
+    deleted = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=name):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+    return deleted
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "endpoint_url": {"type": "str", "required": True},
+            "access_key": {"type": "str", "required": True, "no_log": True},
+            "secret_key": {"type": "str", "required": True, "no_log": True},
+            "region": {"type": "str", "default": "us-east-1"},
+            "validate_certs": {"type": "bool", "default": True},
+            "ca_bundle": {"type": "path"},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "purge": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    if not HAS_BOTO3:
+        module.fail_json(msg="boto3 is required (pip install boto3)")
+    params = module.params
+    name = params["name"]
+    try:
+        s3 = make_client(params)
+        existed = bucket_exists(s3, name)
+        if params["state"] == "present":
+            if not existed and not module.check_mode:
+                s3.create_bucket(Bucket=name)
+            module.exit_json(changed=not existed, existed=existed)
+        deleted = 0
+        if existed and not module.check_mode:
+            if params["purge"]:
+                deleted = purge_objects(s3, name)
+            s3.delete_bucket(Bucket=name)
+        module.exit_json(changed=existed, existed=existed, deleted_objects=deleted)
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        module.fail_json(msg=f"S3 refused the request for bucket {name!r} at {params['endpoint_url']}: "
+                             f"{error.get('Code')} {error.get('Message', '')}".strip())
+    except BotoCoreError as err:
+        module.fail_json(msg=f"S3 request for bucket {name!r} at {params['endpoint_url']} failed: {err}")
+
+
+if __name__ == "__main__":
+    main()
