@@ -37,6 +37,7 @@ PORTS = {
     "keycloak": 38180,
     "keycloak_management": 38190,
     "sealed_secrets": 38290,
+    "sealed_secrets_metrics": 38291,
     "registry": 35000,
     "runner_health": 35090,
 }
