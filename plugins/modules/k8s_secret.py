@@ -128,7 +128,8 @@ from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
     sealed_secret_manifest,
 )
 
-SEALED_GROUP, SEALED_VERSION = API_VERSION.split("/")
+SEALED_GROUP = API_VERSION.split("/")[0]
+SEALED_VERSION = API_VERSION.split("/")[1]
 SEALED_PLURAL = "sealedsecrets"
 # Lets an existing plain Secret be taken over by its new SealedSecret (plain -> sealed migration).
 MANAGED_ANNOTATION = "sealedsecrets.bitnami.com/managed"
