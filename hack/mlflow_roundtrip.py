@@ -71,7 +71,9 @@ def main() -> int:
         prefix = os.environ.get("MLFLOW_ARTIFACTS_PREFIX", "artifacts").strip("/")
         keys = bucket_keys(f"{prefix}/{experiment_id}/{run_id}/")
         if not any(key.endswith("/model.bin") for key in keys):
-            print(f"artifact not found in bucket {os.environ['MLFLOW_BUCKET']} under {prefix}/: {keys}", file=sys.stderr)
+            print(
+                f"artifact not found in bucket {os.environ['MLFLOW_BUCKET']} under {prefix}/: {keys}", file=sys.stderr
+            )
             return 1
         result["bucket_keys"] = keys
     print(json.dumps(result))

@@ -26,9 +26,21 @@ def service_address(services_file: Path, namespace: str, service: str) -> tuple[
 def public_host(kubectl: str, kubeconfig: str, namespace: str) -> str:
     """The host of the MLflow Ingress (what a browser would send as Host)."""
     result = subprocess.run(  # noqa: S603
-        [kubectl, "--kubeconfig", kubeconfig, "-n", namespace, "get", "ingress", "mlflow", "-o",
-         "jsonpath={.spec.rules[0].host}"],
-        capture_output=True, text=True, check=False,
+        [
+            kubectl,
+            "--kubeconfig",
+            kubeconfig,
+            "-n",
+            namespace,
+            "get",
+            "ingress",
+            "mlflow",
+            "-o",
+            "jsonpath={.spec.rules[0].host}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return result.stdout.strip()
 

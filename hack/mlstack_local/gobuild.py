@@ -139,7 +139,11 @@ def build_etcd(ctx: Context, version: str) -> Path:
         (src / "go.mod").write_text("module mlstack.local/etcdbuild\n\ngo 1.25.0\n")
     say(f"    compiling etcd {version} (cached afterwards)")
     run_logged(
-        ctx.paths, "build-etcd", ["go", "get", f"go.etcd.io/etcd/server/v3@{version}"], env=_go_env(), cwd=src,
+        ctx.paths,
+        "build-etcd",
+        ["go", "get", f"go.etcd.io/etcd/server/v3@{version}"],
+        env=_go_env(),
+        cwd=src,
         what="go get etcd",
     )
     run_logged(

@@ -147,8 +147,15 @@ class Kube:
         if not self.kubeconfig(ctx).exists():
             return False
         result = subprocess.run(  # noqa: S603
-            [str(self.kubectl(ctx)), "--kubeconfig", str(self.kubeconfig(ctx)), "get", "--raw", "/readyz",
-             "--request-timeout=3s"],
+            [
+                str(self.kubectl(ctx)),
+                "--kubeconfig",
+                str(self.kubeconfig(ctx)),
+                "get",
+                "--raw",
+                "/readyz",
+                "--request-timeout=3s",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -185,8 +192,18 @@ class Kube:
         if exists:
             argv += ["start", "cluster", "--timeout", "5m"]
         else:
-            argv += ["create", "cluster", "--runtime", "binary", "--config", str(config), "--timeout", "5m",
-                     "--wait", "3m"]
+            argv += [
+                "create",
+                "cluster",
+                "--runtime",
+                "binary",
+                "--config",
+                str(config),
+                "--timeout",
+                "5m",
+                "--wait",
+                "3m",
+            ]
         run_logged(ctx.paths, "kwokctl", argv, env=self._env(ctx), what="kwokctl " + argv[3])
         self._adopt_pids(ctx)
         wait_until("kube-apiserver /readyz", lambda: self._readyz(ctx), timeout=180)
@@ -210,8 +227,16 @@ class Kube:
 
     def _node_ready(self, ctx: Context, node: str) -> bool:
         result = subprocess.run(  # noqa: S603
-            [str(self.kubectl(ctx)), "--kubeconfig", str(self.kubeconfig(ctx)), "get", "node", node, "-o",
-             "jsonpath={.status.conditions[?(@.type=='Ready')].status}"],
+            [
+                str(self.kubectl(ctx)),
+                "--kubeconfig",
+                str(self.kubeconfig(ctx)),
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -229,4 +254,3 @@ class Kube:
             "KUBECTL": str(self.kubectl(ctx)),
             "K8S_BIN_DIR": str(self.kubectl(ctx).parent),
         }
-

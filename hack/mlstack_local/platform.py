@@ -58,9 +58,7 @@ def make_ca_and_wildcard(domain: str) -> tuple[bytes, bytes, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(f"*.{domain}"), x509.DNSName(domain)]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"*.{domain}"), x509.DNSName(domain)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -131,7 +129,9 @@ class Platform:
         kubectl, kubeconfig = self._kube(ctx)
         result = subprocess.run(  # noqa: S603
             [kubectl, "--kubeconfig", kubeconfig, "-n", S3_NAMESPACE, "get", "secret", S3_SECRET, "-o", "name"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return result.returncode == 0
 
@@ -140,7 +140,10 @@ class Platform:
         manifests = "\n---\n".join(json.dumps(m) for m in self._manifests(ctx))
         result = subprocess.run(  # noqa: S603
             [kubectl, "--kubeconfig", kubeconfig, "apply", "-f", "-"],
-            input=manifests, capture_output=True, text=True, check=False,
+            input=manifests,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise StackError(f"seeding the platform objects failed: {result.stderr.strip()}")

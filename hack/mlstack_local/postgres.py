@@ -77,8 +77,10 @@ class Postgres:
                 _as_postgres(
                     [
                         str(pg_bindir() / "initdb"),
-                        "-D", str(data),
-                        "-U", ADMIN_USER,
+                        "-D",
+                        str(data),
+                        "-U",
+                        ADMIN_USER,
                         f"--pwfile={pwpath}",
                         "--auth=scram-sha-256",
                         "--encoding=UTF8",
@@ -103,16 +105,26 @@ class Postgres:
         argv = _as_postgres(
             [
                 str(pg_bindir() / "postgres"),
-                "-D", str(data),
-                "-p", str(PORTS["postgres"]),
-                "-c", f"listen_addresses={BIND}",
-                "-c", f"unix_socket_directories={run}",
-                "-c", "max_connections=200",
+                "-D",
+                str(data),
+                "-p",
+                str(PORTS["postgres"]),
+                "-c",
+                f"listen_addresses={BIND}",
+                "-c",
+                f"unix_socket_directories={run}",
+                "-c",
+                "max_connections=200",
             ]
         )
         start_daemon(ctx.paths, self.name, argv)
-        wait_until("PostgreSQL to accept connections", lambda: tcp_open(BIND, PORTS["postgres"]),
-                   timeout=60, paths=ctx.paths, name=self.name)
+        wait_until(
+            "PostgreSQL to accept connections",
+            lambda: tcp_open(BIND, PORTS["postgres"]),
+            timeout=60,
+            paths=ctx.paths,
+            name=self.name,
+        )
 
     def stop(self, ctx: Context) -> None:
         stop(ctx.paths, self.name)

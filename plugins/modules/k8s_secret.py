@@ -194,7 +194,9 @@ class SecretWriter:
     def body(self) -> client.V1Secret:
         return client.V1Secret(
             metadata=client.V1ObjectMeta(
-                name=self.name, namespace=self.namespace, labels=self.labels or None,
+                name=self.name,
+                namespace=self.namespace,
+                labels=self.labels or None,
                 annotations=self.annotations or None,
             ),
             type=self.type,
@@ -260,8 +262,14 @@ class SecretWriter:
         except ValueError as err:
             self.module.fail_json(msg=f"sealing_cert is not a usable certificate or public key: {err}")
         manifest = sealed_secret_manifest(
-            public_key, self.data, self.namespace, self.name, scope=scope, secret_type=self.type,
-            labels=self.labels, annotations=self.annotations,
+            public_key,
+            self.data,
+            self.namespace,
+            self.name,
+            scope=scope,
+            secret_type=self.type,
+            labels=self.labels,
+            annotations=self.annotations,
         )
         if current is not None and not owned:
             # The controller refuses to overwrite a Secret it does not manage unless told it may.
@@ -344,7 +352,9 @@ def main() -> None:
             "backend": {"type": "str", "choices": ["plain", "sealed"], "default": "plain"},
             "sealing_cert": {"type": "str"},
             "sealing_scope": {
-                "type": "str", "choices": ["strict", "namespace-wide", "cluster-wide"], "default": "strict",
+                "type": "str",
+                "choices": ["strict", "namespace-wide", "cluster-wide"],
+                "default": "strict",
             },
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "wait_timeout": {"type": "int", "default": 120},
@@ -364,8 +374,10 @@ def main() -> None:
         else:
             result = writer.plain()
     except ApiException as err:
-        module.fail_json(msg=f"Kubernetes API error {err.status} {err.reason} for Secret "
-                             f"{module.params['namespace']}/{module.params['name']}")
+        module.fail_json(
+            msg=f"Kubernetes API error {err.status} {err.reason} for Secret "
+            f"{module.params['namespace']}/{module.params['name']}"
+        )
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

@@ -169,8 +169,10 @@ def main() -> None:
         module.exit_json(changed=existed, existed=existed, deleted_objects=deleted)
     except ClientError as err:
         error = err.response.get("Error", {})
-        module.fail_json(msg=f"S3 refused the request for bucket {name!r} at {params['endpoint_url']}: "
-                             f"{error.get('Code')} {error.get('Message', '')}".strip())
+        module.fail_json(
+            msg=f"S3 refused the request for bucket {name!r} at {params['endpoint_url']}: "
+            f"{error.get('Code')} {error.get('Message', '')}".strip()
+        )
     except BotoCoreError as err:
         module.fail_json(msg=f"S3 request for bucket {name!r} at {params['endpoint_url']} failed: {err}")
 

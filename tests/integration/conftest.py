@@ -51,7 +51,11 @@ class Kubectl:
     def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603
             [self.binary, "--kubeconfig", self.kubeconfig, *args],
-            input=stdin, capture_output=True, text=True, check=check, timeout=300,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=300,
         )
 
     def apply(self, *manifests: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -78,11 +82,13 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     name = f"it-{uuid.uuid4().hex[:8]}"
     marker = request.node.get_closest_marker("pod_security")
     level = marker.args[0] if marker else "restricted"
-    kubectl.apply({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": level}},
-    })
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": level}},
+        }
+    )
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 

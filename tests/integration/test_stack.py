@@ -80,7 +80,9 @@ def test_restricted_namespace_rejects_a_privileged_pod(kubectl: Kubectl, namespa
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "bad", "namespace": namespace},
-        "spec": {"containers": [{"name": "bad", "image": "registry.invalid/bad:1", "securityContext": {"privileged": True}}]},
+        "spec": {
+            "containers": [{"name": "bad", "image": "registry.invalid/bad:1", "securityContext": {"privileged": True}}]
+        },
     }
     result = kubectl.apply(pod, check=False)
     assert result.returncode != 0
@@ -90,9 +92,18 @@ def test_restricted_namespace_rejects_a_privileged_pod(kubectl: Kubectl, namespa
 def _psql(env: dict[str, str], password: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["psql", "-w", "-At", "-c", "select current_user"],  # noqa: S607
-        env={"PATH": "/usr/bin:/bin", "PGHOST": env["PGHOST"], "PGPORT": env["PGPORT"], "PGUSER": env["PGUSER"],
-             "PGPASSWORD": password, "PGDATABASE": "postgres"},
-        capture_output=True, text=True, check=False, timeout=30,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PGHOST": env["PGHOST"],
+            "PGPORT": env["PGPORT"],
+            "PGUSER": env["PGUSER"],
+            "PGPASSWORD": password,
+            "PGDATABASE": "postgres",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
     )
 
 
@@ -107,8 +118,11 @@ def test_postgres_accepts_the_password_and_refuses_a_wrong_one(stack_env: dict[s
 
 def _s3(env: dict[str, str], secret: str):  # noqa: ANN202
     return boto3.client(
-        "s3", endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id=env["S3_ACCESS_KEY"],
-        aws_secret_access_key=secret, region_name="us-east-1",
+        "s3",
+        endpoint_url=env["S3_ENDPOINT_URL"],
+        aws_access_key_id=env["S3_ACCESS_KEY"],
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )
 
@@ -121,16 +135,24 @@ def test_s3_creates_and_lists_a_bucket_and_refuses_a_wrong_secret(stack_env: dic
         assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
         with pytest.raises(ClientError) as refused:
             _s3(stack_env, stack_env["S3_SECRET_KEY"] + "x").list_buckets()
-        assert refused.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId")
+        assert refused.value.response["Error"]["Code"] in (
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+        )
     finally:
         s3.delete_bucket(Bucket=bucket)
 
 
 def _token(env: dict[str, str], password: str) -> tuple[int, dict]:
-    body = urllib.parse.urlencode({
-        "grant_type": "password", "client_id": "admin-cli",
-        "username": env["PLATFORM_ADMIN_USER"], "password": password,
-    }).encode()
+    body = urllib.parse.urlencode(
+        {
+            "grant_type": "password",
+            "client_id": "admin-cli",
+            "username": env["PLATFORM_ADMIN_USER"],
+            "password": password,
+        }
+    ).encode()
     url = f"{env['KEYCLOAK_URL']}/realms/{env['KEYCLOAK_REALM']}/protocol/openid-connect/token"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as response:  # noqa: S310
@@ -168,7 +190,13 @@ def test_registry_requires_credentials(stack_env: dict[str, str]) -> None:
 
 
 def test_generated_passwords_contain_hostile_characters(stack_env: dict[str, str]) -> None:
-    for key in ("PGPASSWORD", "S3_SECRET_KEY", "KEYCLOAK_ADMIN_PASSWORD", "PLATFORM_ADMIN_PASSWORD", "REGISTRY_PASSWORD"):
+    for key in (
+        "PGPASSWORD",
+        "S3_SECRET_KEY",
+        "KEYCLOAK_ADMIN_PASSWORD",
+        "PLATFORM_ADMIN_PASSWORD",
+        "REGISTRY_PASSWORD",
+    ):
         assert all(char in stack_env[key] for char in "@:/%#?"), key
 
 
