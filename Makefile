@@ -51,9 +51,9 @@ deploy: up
 
 lint: venv
 	$(VENV)/bin/yamllint -s .
-	$(VENV)/bin/ruff check plugins tests hack bench
-	$(VENV)/bin/ruff format --check plugins tests hack bench
-	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint --profile production
+	$(VENV)/bin/ruff check plugins tests hack
+	$(VENV)/bin/ruff format --check plugins tests hack
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint --profile production
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
@@ -62,9 +62,10 @@ integration: up
 	$(WITH_ENV) $(VENV)/bin/pytest -q tests/integration
 
 molecule: up
-	$(WITH_ENV) bash -c 'cd extensions && ../$(VENV)/bin/molecule test --all'
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(WITH_ENV) $(VENV)/bin/molecule test --all
 
-test: lint unit integration molecule
+test: venv system-deps
+	hack/run-tests.sh
 
 bench: up
 	$(WITH_ENV) $(PY) bench/run.py

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test`: lint, unit tests, then the local stack's integration tests and Molecule scenarios.
+# Starts the local stack if it is down and stops it afterwards (by PID); leaves it up if it was up.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+STACK=(env PYTHONPATH=hack .venv/bin/python -m mlstack_local)
+export PATH="$PWD/.venv/bin:$PATH"
+
+started_here=false
+if ! "${STACK[@]}" status >/dev/null 2>&1; then
+  started_here=true
+fi
+finish() {
+  local code=$?
+  if $started_here; then
+    echo "== stopping the local stack this run started"
+    "${STACK[@]}" down
+  fi
+  exit "$code"
+}
+trap finish EXIT
+
+step() { echo; echo "== $* ($(date +%H:%M:%S))"; }
+
+step "lint: yamllint, ruff, ansible-lint (production profile)"
+make --no-print-directory lint
+step "unit tests"
+pytest -q tests/unit
+step "local stack"
+"${STACK[@]}" up
+step "integration tests on the local stack"
+hack/with-stack-env pytest -q tests/integration
+step "Molecule scenarios on the local stack"
+hack/with-stack-env molecule test --all
