@@ -30,9 +30,9 @@ def roles_from_claims(claims: Mapping[str, Any], client_id: str | None = None) -
         client = resource_access.get(client_id)
         if isinstance(client, Mapping):
             groups += [r for r in client.get("roles", []) if isinstance(r, str)]
-    groups += [g for g in claims.get("groups", []) if isinstance(g, str)] if isinstance(
-        claims.get("groups"), list
-    ) else []
+    groups += (
+        [g for g in claims.get("groups", []) if isinstance(g, str)] if isinstance(claims.get("groups"), list) else []
+    )
     return list(dict.fromkeys(groups))
 
 
