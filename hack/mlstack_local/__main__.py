@@ -17,6 +17,7 @@ from .proc import StackError, say
 
 def components() -> list[Component]:
     # Imported here so `status` and `down` work even if a component module has a heavy import.
+    from .ingress import Ingress
     from .keycloak import Keycloak
     from .kube import Kube
     from .platform import Platform
@@ -26,7 +27,7 @@ def components() -> list[Component]:
     from .s3 import SeaweedS3
     from .sealed import SealedSecrets
 
-    return [Kube(), Postgres(), SeaweedS3(), Platform(), Keycloak(), SealedSecrets(), Registry(), Runner()]
+    return [Kube(), Postgres(), SeaweedS3(), Platform(), Keycloak(), SealedSecrets(), Registry(), Runner(), Ingress()]
 
 
 def make_context() -> Context:

@@ -40,6 +40,8 @@ PORTS = {
     "sealed_secrets_metrics": 38291,
     "registry": 35000,
     "runner_health": 35090,
+    "ingress_https": 443,
+    "ingress_http": 80,
 }
 
 
