@@ -1,0 +1,144 @@
+"""19_uninstall keeps the data unless mlflow_purge is true, and a new deploy finds the old runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+from botocore.config import Config
+
+from .conftest import REPO_ROOT, Kubectl
+
+NAME = "mlflow-u"
+SCENARIO = {
+    "mlflow_namespace": NAME,
+    "mlflow_hostname": f"{NAME}.mlstack.test",
+    "mlflow_db_name": "mlflow_u",
+    "mlflow_auth_db_name": "mlflow_u_auth",
+    "mlflow_db_user": "mlflow_u",
+    "mlflow_artifacts_bucket": NAME,
+    "mlflow_client_id": NAME,
+    "mlflow_oidc_admin_group": f"{NAME}-admin",
+    "mlflow_oidc_user_group": f"{NAME}-user",
+}
+
+
+def playbook(tmp_path: Path, name: str, **extra: object) -> subprocess.CompletedProcess[str]:
+    variables = tmp_path / "vars.json"
+    variables.write_text(json.dumps({**SCENARIO, **extra}))
+    return subprocess.run(
+        [
+            str(REPO_ROOT / "hack" / "with-stack-env"),
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(REPO_ROOT / "inventory" / "local"),
+            str(REPO_ROOT / name),
+            "-e",
+            f"@{variables}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+
+
+def token(env: dict[str, str], kubectl: Kubectl) -> str:
+    secret = base64.b64decode(kubectl.get("secret", "mlflow-oidc", NAME)["data"]["OIDC_CLIENT_SECRET"]).decode()
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "password",
+            "client_id": NAME,
+            "client_secret": secret,
+            "username": env["PLATFORM_ADMIN_USER"],
+            "password": env["PLATFORM_ADMIN_PASSWORD"],
+        }
+    ).encode()
+    url = f"{env['KEYCLOAK_URL']}/realms/{env['KEYCLOAK_REALM']}/protocol/openid-connect/token"
+    with urllib.request.urlopen(urllib.request.Request(url, data=form), timeout=15) as response:
+        return json.loads(response.read())["access_token"]
+
+
+def endpoint(env: dict[str, str]) -> str:
+    entry = json.loads(Path(env["RUNNER_SERVICES"]).read_text())[f"{NAME}/mlflow"]
+    return f"http://{entry['address']}:{next(iter(entry['ports'].values()))}"
+
+
+def mlflow_api(env: dict[str, str], kubectl: Kubectl, path: str, payload: dict) -> dict:
+    request = urllib.request.Request(
+        endpoint(env) + "/api/2.0/mlflow" + path,
+        data=json.dumps(payload).encode(),
+        headers={"Authorization": f"Bearer {token(env, kubectl)}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def database_exists(env: dict[str, str], name: str) -> bool:
+    with (
+        psycopg2.connect(
+            host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"], dbname="postgres"
+        ) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.execute("select 1 from pg_database where datname = %s", (name,))
+        return cursor.fetchone() is not None
+
+
+def bucket_exists(env: dict[str, str]) -> bool:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["S3_ENDPOINT_URL"],
+        aws_access_key_id=env["S3_ACCESS_KEY"],
+        aws_secret_access_key=env["S3_SECRET_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    return NAME in [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]]
+
+
+@pytest.fixture
+def clean(tmp_path: Path):  # noqa: ANN201
+    playbook(tmp_path, "playbooks/19_uninstall.yaml", mlflow_purge=True)
+    yield
+    result = playbook(tmp_path, "playbooks/19_uninstall.yaml", mlflow_purge=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_uninstall_keeps_data_and_a_new_deploy_finds_old_runs(
+    stack_env: dict[str, str], kubectl: Kubectl, tmp_path: Path, clean: None
+) -> None:
+    deployed = playbook(tmp_path, "site.yml")
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    experiment = mlflow_api(stack_env, kubectl, "/experiments/create", {"name": "kept-across-uninstall"})
+
+    removed = playbook(tmp_path, "playbooks/19_uninstall.yaml")
+    assert removed.returncode == 0, removed.stdout[-3000:]
+    assert kubectl.run("-n", NAME, "get", "deployment", "mlflow", check=False).returncode != 0
+    assert kubectl.run("-n", NAME, "get", "secret", "mlflow-db", check=False).returncode != 0
+    claims = json.loads(kubectl.run("-n", NAME, "get", "pvc", "-o", "json").stdout)["items"]
+    assert sorted(c["metadata"]["name"] for c in claims) == ["mlflow-models", "mlflow-storage"]
+    assert database_exists(stack_env, "mlflow_u")
+    assert bucket_exists(stack_env)
+
+    redeployed = playbook(tmp_path, "site.yml")
+    assert redeployed.returncode == 0, redeployed.stdout[-3000:]
+    found = mlflow_api(
+        stack_env, kubectl, "/experiments/search", {"filter": "name = 'kept-across-uninstall'", "max_results": 1}
+    )
+    assert found["experiments"][0]["experiment_id"] == experiment["experiment_id"]
+
+    purged = playbook(tmp_path, "playbooks/19_uninstall.yaml", mlflow_purge=True)
+    assert purged.returncode == 0, purged.stdout[-3000:]
+    assert kubectl.run("get", "namespace", NAME, check=False).returncode != 0
+    assert not database_exists(stack_env, "mlflow_u")
+    assert not bucket_exists(stack_env)
