@@ -28,6 +28,14 @@ step "unit tests"
 pytest -q tests/unit
 step "local stack"
 "${STACK[@]}" up
+step "deploy on the local stack, as make deploy does (site.yml --tags mlflow)"
+hack/with-stack-env ansible-playbook -i inventory/local site.yml --tags mlflow
+"${STACK[@]}" endpoint
+step "re-run: must change nothing"
+hack/with-stack-env ansible-playbook -i inventory/local site.yml --tags mlflow | tee .local/rerun.log
+grep -Eq 'localhost +: ok=[0-9]+ +changed=0 ' .local/rerun.log || { echo "FAILED: the re-run changed something"; exit 1; }
+step "18_test: verify the deployment as a user would"
+hack/with-stack-env ansible-playbook -i inventory/local playbooks/18_test.yaml
 step "integration tests on the local stack"
 hack/with-stack-env pytest -q tests/integration
 step "Molecule scenarios on the local stack"

@@ -1,0 +1,70 @@
+"""Bad input fails before any change, with a message naming the variable and the expected form."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO_ROOT, Kubectl
+
+NAMESPACE = "mlflow-bad-input"
+
+
+def deploy(
+    tmp_path: Path, extra: dict[str, object], drop_env: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    variables = tmp_path / "vars.json"
+    variables.write_text(json.dumps({"mlflow_namespace": NAMESPACE, **extra}))
+    script = " ".join(f"unset {name};" for name in drop_env)
+    command = (
+        f"{script} exec {Path(sys.executable).parent / 'ansible-playbook'} -i {REPO_ROOT / 'inventory' / 'local'} "
+        f"{REPO_ROOT / 'playbooks' / '11_deploy.yaml'} -e @{variables}"
+    )
+    return subprocess.run(
+        [str(REPO_ROOT / "hack" / "with-stack-env"), "bash", "-c", command],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, "HOME": str(tmp_path)},  # no ~/.env with a token
+    )
+
+
+CASES = {
+    "hostname": ({"mlflow_hostname": "mlflow_bad host"}, (), "mlflow_hostname must be a DNS name"),
+    "capacity": (
+        {"mlflow_capacity": "1Gb"},
+        (),
+        "mlflow_capacity and mlflow_models_capacity must be Kubernetes quantities",
+    ),
+    "backend": ({"mlflow_secrets_backend": "vault"}, (), "mlflow_secrets_backend"),
+    "auth mode": ({"mlflow_auth_mode": "ldap"}, (), "mlflow_auth_mode"),
+    "latest image": (
+        {"mlflow_image": "registry.example.com/library/mlflow:latest"},
+        (),
+        "mlflow_image must name a fixed tag",
+    ),
+    "admin password": (
+        {"mlflow_db_admin_password": "", "mlflow_admin_password": ""},
+        ("ADMIN_PASSWORD",),
+        "ADMIN_PASSWORD is not set",
+    ),
+    "harbor token": ({}, ("HARBOR_ROBOT_TOKEN", "REGISTRY_PASSWORD"), "HARBOR_ROBOT_TOKEN is not set"),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_input_fails_before_any_change(case: str, tmp_path: Path, kubectl: Kubectl) -> None:
+    extra, drop_env, message = CASES[case]
+    result = deploy(tmp_path, extra, drop_env)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert message in output, output[-2000:]
+    assert "changed=0" in output
+    assert kubectl.run("get", "namespace", NAMESPACE, check=False).returncode != 0
