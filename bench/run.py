@@ -1,0 +1,147 @@
+"""`make bench`: deploy timings and MLflow server figures on the local stack, printed as one table.
+
+Also saved as JSON: .local/bench/bench-<timestamp>.json and .local/bench/latest.json. See bench/README.md.
+Exits non-zero when a deploy failed, the no-op re-run changed something, or a server failed to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchlib.common import OUT_DIR, REPO, BenchError, load_stack_env, require_env, say, warn
+from benchlib.deploy import NAMESPACE, WAIT_TASKS, deploy_timings, destroy
+from benchlib.report import render
+from benchlib.serverbench import run_server_bench
+from benchlib.servers import Defaults, DefaultsResources, Ours, mlflow_venv
+
+
+def _commit() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _mlflow_version(venv: Path | None) -> str:
+    if venv is None:
+        return "?"
+    found = sorted(venv.glob("lib/python*/site-packages/mlflow-*.dist-info"))
+    return found[0].name.removeprefix("mlflow-").removesuffix(".dist-info") if found else "?"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per workload (default 15)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the server part (default 3)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent client processes (default 8)")
+    parser.add_argument("--idle", type=float, default=30.0, help="idle seconds before sampling memory (default 30)")
+    parser.add_argument(
+        "--parts",
+        default="deploy,server",
+        help="comma-separated: deploy (first, no-op, --check runs), server (ours vs defaults); "
+        "the server part always needs a first deploy",
+    )
+    parser.add_argument("--via-service", action="store_true", help="load ours through its runner Service address")
+    parser.add_argument("--keep", action="store_true", help="leave the bench namespace, databases and buckets")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parts = {part.strip() for part in args.parts.split(",") if part.strip()}
+    load_stack_env()
+    require_env("KUBECONFIG", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "S3_ENDPOINT_URL", "RUNNER_SERVICES")
+    require_env("S3_ACCESS_KEY", "S3_SECRET_KEY")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        venv: Path | None = mlflow_venv()
+    except BenchError:
+        if "server" in parts:
+            raise
+        venv = None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    results: dict[str, Any] = {
+        "meta": {
+            "timestamp": stamp,
+            "commit": _commit(),
+            "cpus": os.cpu_count(),
+            "mlflow_version": _mlflow_version(venv),
+            "mlflow_venv": str(venv),
+            "loadavg_start": _loadavg(),
+            "namespace": NAMESPACE,
+            "wait_tasks": list(WAIT_TASKS),
+            "args": vars(args),
+        },
+        "deploy": {},
+        "server": {},
+        "problems": [],
+    }
+    problems: list[str] = results["problems"]
+    resources = DefaultsResources() if "server" in parts else None
+    defaults: Defaults | None = None
+    started = time.monotonic()
+    say(f"bench: parts {', '.join(sorted(parts))}; results go to {OUT_DIR}")
+    try:
+        destroy("cleanup-before")
+        runs = deploy_timings(skip_noop="deploy" not in parts)
+        results["deploy"] = {key: run.as_json() for key, run in runs.items()}
+        noop = runs.get("noop")
+        if noop is not None and (noop.rc != 0 or noop.changed != 0):
+            problems.append(f"the no-op re-run reported changed={noop.changed} rc={noop.rc}: {noop.failed_tasks}")
+        check = runs.get("check")
+        if check is not None and check.rc != 0:
+            problems.append(f"the --check run failed (rc={check.rc}): {check.failed_tasks}")
+        if "server" in parts and resources is not None and venv is not None:
+            say("server: creating the defaults server's database and bucket, migrating its schema")
+            resources.create()
+            defaults = Defaults(venv, resources)
+            defaults.migrate()
+            ours = Ours(NAMESPACE, via_service=args.via_service)
+            results["server"] = run_server_bench(ours, defaults, args.repeats, args.clients, args.duration, args.idle)
+    except BenchError as err:
+        problems.append(str(err))
+        say(f"bench: FAILED: {err}")
+    except KeyboardInterrupt:
+        problems.append("interrupted")
+        say("bench: interrupted; cleaning up")
+    finally:
+        if defaults is not None:
+            defaults.stop()
+            defaults.cleanup_files()
+        if resources is not None and not args.keep:
+            try:
+                resources.drop()
+            except Exception as err:  # noqa: BLE001 - cleanup goes on; reported
+                warn(f"could not drop the defaults database or bucket: {err}")
+        if not args.keep:
+            try:
+                destroy("cleanup-after")
+            except BenchError as err:
+                warn(str(err))
+    results["meta"]["loadavg_end"] = _loadavg()
+    results["meta"]["total_s"] = time.monotonic() - started
+    out = OUT_DIR / f"bench-{stamp}.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (OUT_DIR / "latest.json").write_text(out.read_text())
+    say(f"bench: done in {results['meta']['total_s']:.0f} s; results in {out}")
+    print()
+    print(render(results))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
