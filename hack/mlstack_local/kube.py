@@ -244,8 +244,19 @@ class Kube:
         return result.stdout.strip() == "True"
 
     def stop(self, ctx: Context) -> None:
-        for name in reversed(self._component_names(ctx)):
-            stop(ctx.paths, name)
+        names = self._component_names(ctx)
+        if any(recorded_pid(ctx.paths, name) is not None for name in names):
+            # kwokctl stops its components by the PIDs it recorded and marks the cluster stopped, so
+            # the next `kwokctl start cluster` starts every component again (etcd included).
+            run_logged(
+                ctx.paths,
+                "kwokctl",
+                [self._kwokctl(ctx), "--name", CLUSTER, "stop", "cluster"],
+                env=self._env(ctx),
+                what="kwokctl stop cluster",
+            )
+        for name in reversed(names):
+            stop(ctx.paths, name)  # whatever kwokctl left running, by our recorded PID
         (ctx.paths.pids / "kube-components.json").unlink(missing_ok=True)
 
     def env(self, ctx: Context) -> dict[str, str]:

@@ -47,10 +47,7 @@ def recorded_pid(paths: Paths, name: str) -> int | None:
     except (OSError, ValueError):
         return None
     pid = int(record["pid"])
-    if _start_time(pid) != record.get("start_time"):
-        return None
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    if state == "Z":
+    if _start_time(pid) != record.get("start_time") or _is_zombie(pid):
         return None
     return pid
 
