@@ -39,36 +39,6 @@ def _python() -> str:
     return str(python)
 
 
-def _satisfies(venv: Path, requirements: Path) -> bool:
-    """Whether ``venv`` has exactly the pinned versions of ``requirements`` installed."""
-    pins = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
-    pins = [pin for pin in pins if "==" in pin]
-    check = (
-        "import importlib.metadata as m, sys\n"
-        "ok = all(m.version(n) == v for n, v in (p.split('==') for p in sys.argv[1:]))\n"
-        "sys.exit(0 if ok else 1)\n"
-    )
-    try:
-        done = subprocess.run([str(venv / "bin" / "python"), "-c", check, *pins], capture_output=True, check=False)  # noqa: S603
-    except OSError:
-        return False
-    return done.returncode == 0
-
-
-def _relocate(old: Path, new: Path) -> None:
-    """Move a venv and fix the absolute paths venv writes into its scripts (shebangs, activate)."""
-    old.rename(new)
-    needle, replacement = str(old).encode(), str(new).encode()
-    for script in (new / "bin").iterdir():
-        if script.is_symlink() or not script.is_file():
-            continue
-        content = script.read_bytes()
-        if needle in content:
-            script.write_bytes(content.replace(needle, replacement))
-    config = new / "pyvenv.cfg"
-    config.write_text(config.read_text().replace(str(old), str(new)))
-
-
 class Runner:
     name = "runner"
     title = "Pod runner (kubelet for MLflow pods)"
@@ -94,17 +64,11 @@ class Runner:
 
     # ---- Component -----------------------------------------------------------------------------
     def prepare(self, ctx: Context) -> None:
-        """Build (or adopt) the MLflow runtime venv from images/mlflow/requirements.txt, once per content."""
+        """Build the MLflow runtime venv from images/mlflow/requirements.txt, once per content."""
         venv = self.mlflow_venv(ctx)
         digest = requirements_hash(REQUIREMENTS)
         marker = venv / MARKER
         if marker.exists() and marker.read_text().strip() == digest:
-            return
-        adoptable = ctx.paths.cache / "venvs" / "mlflow-tmp"
-        if not venv.exists() and (adoptable / "bin" / "python").exists() and _satisfies(adoptable, REQUIREMENTS):
-            say(f"    adopting {adoptable} as {venv.name} (it has exactly the pinned packages)")
-            _relocate(adoptable, venv)
-            marker.write_text(digest + "\n")
             return
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The Runner stack component: published environment, venv naming and relocation (no processes)."""
+"""The Runner stack component: published environment, and venv naming (no processes)."""
 
 from __future__ import annotations
 
@@ -32,17 +32,3 @@ def test_kubeconfig_from_context_or_stack_env(tmp_path: Path) -> None:
     assert component._kubeconfig(Context(paths=paths, secrets={}, env={"KUBECONFIG": "/k"})) == "/k"
     paths.stack_env.write_text("export KUBECONFIG='/from/stack.env'\n")
     assert component._kubeconfig(Context(paths=paths, secrets={})) == "/from/stack.env"
-
-
-def test_relocate_rewrites_scripts(tmp_path: Path) -> None:
-    old = tmp_path / "venvs" / "mlflow-tmp"
-    (old / "bin").mkdir(parents=True)
-    (old / "bin" / "mlflow").write_text(f"#!{old}/bin/python3\nimport sys\n")
-    (old / "bin" / "python3").symlink_to("/usr/bin/python3")
-    (old / "pyvenv.cfg").write_text(f"command = python -m venv {old}\n")
-    new = tmp_path / "venvs" / "mlflow-abc"
-    runner_module._relocate(old, new)
-    assert not old.exists()
-    assert (new / "bin" / "mlflow").read_text().startswith(f"#!{new}/bin/python3\n")
-    assert (new / "bin" / "python3").is_symlink()
-    assert str(new) in (new / "pyvenv.cfg").read_text()
