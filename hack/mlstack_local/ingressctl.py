@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .kubewatch import setup_daemon_logging, watch_events
+
 log = logging.getLogger("ingressctl")
 
 CLASS_NAME = "nginx"
@@ -566,23 +568,7 @@ class Informer:
         return str(data["metadata"]["resourceVersion"])
 
     def _events(self, version: str) -> Iterator[dict[str, Any]]:
-        from kubernetes.watch.watch import iter_resp_lines
-
-        response = self.lister(
-            resource_version=version,
-            watch=True,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            _request_timeout=(10, WATCH_SECONDS + 30),
-        )
-        try:
-            for line in iter_resp_lines(response):
-                if line:
-                    yield json.loads(line)
-        finally:
-            response.close()
-            response.release_conn()
+        return watch_events(self.lister, version, WATCH_SECONDS)
 
     def _watch(self, version: str) -> str:
         for event in self._events(version):
@@ -746,14 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--https-port", type=int, default=443)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname).1s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stdout,
-    )
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    setup_daemon_logging()
     state: Path = args.state.resolve()
     ensure_default_certificate(state)
     listen = Listen(args.address, args.http_port, args.https_port)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from ..kubewatch import setup_daemon_logging
 from .daemon import Daemon
 from .kubeapi import Api
 
@@ -18,14 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-venv", type=Path, default=None, help="the MLflow runtime venv")
     parser.add_argument("--port", type=int, default=35090, help="HTTPS port for /healthz and kubectl logs")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname).1s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stdout,
-    )
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    setup_daemon_logging()
     state: Path = args.state.resolve()
     state.mkdir(parents=True, exist_ok=True)
     return Daemon(Api(args.kubeconfig), state, args.mlflow_venv, args.port).run()

@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
+from ..kubewatch import watch_events
 from . import NODE_NAME
 
 log = logging.getLogger("podrunner")
@@ -86,22 +86,7 @@ class Api:
 
     def watch_pods(self, resource_version: str, timeout: int) -> Iterator[dict[str, Any]]:
         """Raw watch events (``{"type", "object"}``) from ``resource_version``, bookmarks included."""
-        response = self.core.list_pod_for_all_namespaces(
-            field_selector=NODE_FIELD,
-            resource_version=resource_version,
-            watch=True,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout,
-            _preload_content=False,
-            _request_timeout=(10, timeout + 30),
-        )
-        try:
-            for line in iter_resp_lines(response):
-                if line:
-                    yield json.loads(line)
-        finally:
-            response.close()
-            response.release_conn()
+        return watch_events(self.core.list_pod_for_all_namespaces, resource_version, timeout, field_selector=NODE_FIELD)
 
     def patch_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.core.patch_namespaced_pod_status(name, namespace, {"status": status}, _preload_content=False)
