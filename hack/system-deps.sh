@@ -2,7 +2,8 @@
 # Debian packages the local stack and the tests need. Installs only what is missing (root), or says
 # what to install (non-root). Idempotent and quiet when everything is there.
 set -euo pipefail
-packages=(postgresql-15 docker-registry apache2-utils nginx-light chromium fish util-linux ca-certificates)
+packages=(postgresql-15 docker-registry apache2-utils nginx-light chromium fish util-linux ca-certificates
+  containerd runc containernetworking-plugins buildah skopeo debootstrap iptables conntrack)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -17,14 +17,37 @@ BIND = "127.0.0.1"
 VERSIONS = {
     "kubernetes": "v1.35.4",
     "etcd": "v3.6.16",
-    "kwok": "v0.8.0",
     "sealed_secrets": "v0.36.6",
     "keycloak": "26.7.3",
     "postgresql": "15",
+    "coredns": "v1.14.7",
+    "cri_tools": "v1.34.0",
+    "local_path_provisioner": "v0.0.30",
+    "traefik": "v3.7.13",
 }
+
+# The node's network: a bridge whose first address is the node IP; pods get the rest of the /24.
+# Platform services that pods reach listen on NODE_IP too; nothing routes beyond the bridge.
+NODE_NAME = "mlstack-node"
+BRIDGE = "mlstack0"
+POD_SUBNET = "10.89.0.0/24"
+NODE_IP = "10.89.0.1"
+SERVICE_CIDR = "10.96.0.0/24"
+CLUSTER_DNS = NODE_IP
+CLUSTER_DOMAIN = "cluster.local"
 
 PORTS = {
     "kube_apiserver": 36443,
+    "kube_controller_manager": 36257,
+    "kube_scheduler": 36259,
+    "etcd_client": 32379,
+    "etcd_peer": 32380,
+    "kubelet": 10250,
+    "kubelet_healthz": 10248,
+    "kube_proxy_healthz": 10256,
+    "kube_proxy_metrics": 10249,
+    "coredns_health": 38053,
+    "coredns_ready": 38054,
     "postgres": 35432,
     "s3": 38333,
     "weed_master": 39333,
@@ -39,7 +62,6 @@ PORTS = {
     "sealed_secrets": 38290,
     "sealed_secrets_metrics": 38291,
     "registry": 35000,
-    "runner_health": 35090,
     "ingress_https": 443,
     "ingress_http": 80,
 }

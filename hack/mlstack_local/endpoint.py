@@ -1,52 +1,52 @@
-"""Where the MLflow deployed on the local stack answers: the pod runner's Service address."""
+"""Where the MLflow deployed on the local stack answers for clients on this machine.
+
+The host is the node: kube-proxy routes the Service's ClusterIP to the MLflow pods, so that is the
+tracking URI (the local inventory allows ``10.96.0.*`` hosts for it). Browsers and 18_test use the
+public host through Traefik instead (``MLFLOW_HOST`` on 127.0.0.1:443).
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 from .base import Context
 from .proc import StackError
 from .secrets import read_env_file
 
 
-def service_address(services_file: Path, namespace: str, service: str) -> tuple[str, int]:
-    """Address and first port the pod runner serves ``namespace/service`` on."""
-    try:
-        services = json.loads(services_file.read_text())
-    except (OSError, ValueError) as err:
-        raise StackError(f"the pod runner has published no Services ({services_file}): {err}") from err
-    entry = services.get(f"{namespace}/{service}")
-    if not entry or not entry.get("ports"):
-        raise StackError(f"the pod runner serves no Service {namespace}/{service}; is MLflow deployed?")
-    return entry["address"], int(next(iter(entry["ports"].values())))
-
-
-def public_host(kubectl: str, kubeconfig: str, namespace: str) -> str:
-    """The host of the MLflow Ingress (what a browser would send as Host)."""
+def _kubectl_json(env: dict[str, str], *args: str) -> dict:
     result = subprocess.run(  # noqa: S603
-        [
-            kubectl,
-            "--kubeconfig",
-            kubeconfig,
-            "-n",
-            namespace,
-            "get",
-            "ingress",
-            "mlflow",
-            "-o",
-            "jsonpath={.spec.rules[0].host}",
-        ],
+        [env["KUBECTL"], "--kubeconfig", env["KUBECONFIG"], *args, "-o", "json"],
         capture_output=True,
         text=True,
         check=False,
     )
-    return result.stdout.strip()
+    if result.returncode != 0:
+        raise StackError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def service_url(service: dict) -> str:
+    """``http://<ClusterIP>:<first port>`` of a Service object."""
+    spec = service.get("spec", {})
+    address, ports = spec.get("clusterIP"), spec.get("ports") or []
+    if not address or address == "None" or not ports:
+        name = service.get("metadata", {}).get("name")
+        raise StackError(f"the Service {name} has no ClusterIP and port")
+    return f"http://{address}:{ports[0]['port']}"
 
 
 def mlflow_env(ctx: Context, namespace: str, service: str) -> dict[str, str]:
     env = read_env_file(ctx.paths.stack_env)
-    address, port = service_address(Path(env["RUNNER_SERVICES"]), namespace, service)
-    host = public_host(env["KUBECTL"], env["KUBECONFIG"], namespace) or f"{service}.{namespace}.svc"
-    return {"MLFLOW_TRACKING_URI": f"http://{address}:{port}", "MLFLOW_HOST": host}
+    try:
+        svc = _kubectl_json(env, "-n", namespace, "get", "service", service)
+    except StackError as err:
+        raise StackError(f"no Service {namespace}/{service}: is MLflow deployed? ({err})") from err
+    host = ""
+    try:
+        ingress = _kubectl_json(env, "-n", namespace, "get", "ingress", service)
+        host = ingress["spec"]["rules"][0]["host"]
+    except (StackError, KeyError, IndexError):
+        pass
+    return {"MLFLOW_TRACKING_URI": service_url(svc), "MLFLOW_HOST": host or f"{service}.{namespace}.svc"}

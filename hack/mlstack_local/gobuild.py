@@ -31,7 +31,7 @@ def binaries_present(directory: Path, names: list[str]) -> bool:
 
 
 def go_install(ctx: Context, *, label: str, version: str, packages: list[str], names: list[str]) -> Path:
-    """`go install pkg@version` for modules without replace directives (kwok, sealed-secrets)."""
+    """`go install pkg@version` for modules without replace directives (sealed-secrets, crictl, ...)."""
     target = ctx.paths.bin / f"{label}-{version}"
     if binaries_present(target, names):
         return target
@@ -96,7 +96,14 @@ def _module_dir(module: str, version: str, cwd: Path) -> Path:
     return Path(json.loads(out)["Dir"])
 
 
-KUBERNETES_COMMANDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
+KUBERNETES_COMMANDS = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+]
 
 
 def build_kubernetes(ctx: Context, version: str) -> Path:
@@ -153,5 +160,30 @@ def build_etcd(ctx: Context, version: str) -> Path:
         env=_go_env(),
         cwd=src,
         what="go build etcd",
+    )
+    return target
+
+
+def build_module(ctx: Context, *, label: str, version: str, require: str, main_go: str, binary: str) -> Path:
+    """Build a small main package of our own against one required module (CoreDNS with our plugin set)."""
+    target = ctx.paths.bin / f"{label}-{version}"
+    if binaries_present(target, [binary]):
+        return target
+    src = ctx.paths.src / f"{label}-{version}"
+    src.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
+    (src / "go.mod").write_text(f"module mlstack.local/{label}build\n\ngo 1.25.0\n\nrequire {require}\n")
+    (src / "main.go").write_text(main_go)
+    say(f"    compiling {label} {version} (cached afterwards)")
+    run_logged(
+        ctx.paths, f"build-{label}", ["go", "mod", "tidy"], env=_go_env(), cwd=src, what=f"go mod tidy ({label})"
+    )
+    run_logged(
+        ctx.paths,
+        f"build-{label}",
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(target / binary), "."],
+        env=_go_env(),
+        cwd=src,
+        what=f"go build {label}",
     )
     return target

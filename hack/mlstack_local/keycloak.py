@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import Context
-from .config import BIND, PORTS, VERSIONS, Paths
+from .config import BIND, NODE_IP, PORTS, VERSIONS, Paths
 from .proc import (
     StackError,
     http_status,
@@ -64,7 +64,8 @@ def home_dir(paths: Paths) -> Path:
 
 
 def base_url() -> str:
-    return f"http://{BIND}:{PORTS['keycloak']}"
+    """Browsers, the controller and pods all use this one URL, so the token issuer is the same for all."""
+    return f"http://{NODE_IP}:{PORTS['keycloak']}"
 
 
 def management_url() -> str:
@@ -83,11 +84,11 @@ def mvn_argv(version: str, output_dir: Path) -> list[str]:
 
 
 def server_argv(home: Path) -> list[str]:
-    """``kc.sh start-dev`` with every listener on 127.0.0.1 (the management host defaults to 0.0.0.0)."""
+    """``kc.sh start-dev``: HTTP on the node IP (pods reach it), management on 127.0.0.1 (it defaults to 0.0.0.0)."""
     return [
         str(home / "bin" / "kc.sh"),
         "start-dev",
-        f"--http-host={BIND}",
+        f"--http-host={NODE_IP}",
         f"--http-port={PORTS['keycloak']}",
         f"--http-management-host={BIND}",
         f"--http-management-port={PORTS['keycloak_management']}",
@@ -312,8 +313,8 @@ class Keycloak:
         configure(ctx.secrets)
 
     def _launch(self, ctx: Context) -> None:
-        for port in (PORTS["keycloak"], PORTS["keycloak_management"]):
-            if tcp_open(BIND, port):
+        for host, port in ((NODE_IP, PORTS["keycloak"]), (BIND, PORTS["keycloak_management"])):
+            if tcp_open(host, port):
                 raise StackError(f"port {port} is already in use by another process: free it and retry")
         home = home_dir(ctx.paths)
         make_home(dist_dir(ctx.paths), home)

@@ -1,267 +1,246 @@
-"""A real Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler) under kwokctl.
+"""A real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
 
-kwokctl's binary runtime runs the binaries we built from the Go module proxy; KWOK simulates one node
-(``kwok-node-0``) and binds PVCs through its volume stages (a default StorageClass ``kwok-volume``).
-The KWOK controller is told to manage only nodes annotated ``kwok.x-k8s.io/node=fake``, so the pod
-runner's own node is left to the runner, which really runs what lands there.
+All four are built from the Go module proxy (:mod:`mlstack_local.gobuild`) and run as our own
+daemons, each with a client certificate from the cluster CA (:mod:`mlstack_local.pki`). The API server
+listens on, and advertises, the node IP: the ``kubernetes`` Service's endpoint is then an address pods
+can reach, and nothing points outside the machine. etcd and the controllers' own ports stay on
+loopback. Authorization is Node + RBAC, admission includes NodeRestriction and Pod Security.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import ipaddress
 import subprocess
 from pathlib import Path
 
 from .base import Context
-from .config import BIND, PORTS, VERSIONS
-from .gobuild import build_etcd, build_kubernetes, go_install
-from .proc import StackError, record_pid, recorded_pid, run_logged, stop, wait_until
+from .config import BIND, CLUSTER_DOMAIN, NODE_IP, NODE_NAME, PORTS, SERVICE_CIDR, VERSIONS
+from .gobuild import build_etcd, build_kubernetes
+from .pki import CertSpec, Pki, write_private
+from .proc import recorded_pid, start_daemon, stop, tcp_open, wait_until
 
-CLUSTER = "mlstack"
-KWOK_NODE = "kwok-node-0"
-# The stages kwokctl uses when given none, plus volume binding; a stages file replaces the defaults.
-STAGE_DIRS = ["node/fast", "node/heartbeat-with-lease", "pod/fast", "volume/fast"]
-STAGE_FILES = {
-    "node/fast": ["node-initialize.yaml"],
-    "node/heartbeat-with-lease": None,
-    "pod/fast": ["pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml"],
-    "volume/fast": ["pv-bind.yaml", "pv-delete.yaml", "pvc-provision.yaml", "pvc-delete.yaml"],
+ETCD_CLIENT_PORT = PORTS["etcd_client"]
+ETCD_PEER_PORT = PORTS["etcd_peer"]
+CONTROLLER_MANAGER_PORT = PORTS["kube_controller_manager"]
+SCHEDULER_PORT = PORTS["kube_scheduler"]
+DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def first_service_ip(cidr: str = SERVICE_CIDR) -> str:
+    """The ClusterIP of the ``kubernetes`` Service: the first address of the Service range."""
+    return str(next(ipaddress.ip_network(cidr).hosts()))
+
+
+def server_url() -> str:
+    return f"https://{NODE_IP}:{PORTS['kube_apiserver']}"
+
+
+CERTS = {
+    "apiserver": CertSpec(
+        "apiserver",
+        "kube-apiserver",
+        server=True,
+        client=False,
+        dns_names=(
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
+            "localhost",
+        ),
+        ip_addresses=(NODE_IP, BIND, first_service_ip()),
+    ),
+    "admin": CertSpec("admin", "mlstack-admin", ("system:masters",)),
+    "controller-manager": CertSpec("controller-manager", "system:kube-controller-manager"),
+    "scheduler": CertSpec("scheduler", "system:kube-scheduler"),
+    # The API server's identity towards the kubelet (logs, exec, port-forward).
+    "apiserver-kubelet-client": CertSpec(
+        "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
+    ),
+    "kubelet": CertSpec("kubelet", f"system:node:{NODE_NAME}", ("system:nodes",)),
+    "kubelet-serving": CertSpec(
+        "kubelet-serving",
+        f"system:node:{NODE_NAME}",
+        ("system:nodes",),
+        server=True,
+        client=False,
+        dns_names=(NODE_NAME,),
+        ip_addresses=(NODE_IP,),
+    ),
+    "kube-proxy": CertSpec("kube-proxy", "system:kube-proxy"),
+    "coredns": CertSpec("coredns", "mlstack:coredns"),
+    "local-path-provisioner": CertSpec("local-path-provisioner", "mlstack:local-path-provisioner"),
 }
 
 
-def kwokctl_configuration(bin_dirs: dict[str, Path]) -> str:
-    """The KwokctlConfiguration document: local binaries, loopback only, fixed apiserver port."""
-    k8s = bin_dirs["kubernetes"]
-    config = {
-        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-        "kind": "KwokctlConfiguration",
-        "options": {
-            "runtime": "binary",
-            "bindAddress": BIND,
-            "kubeApiserverPort": PORTS["kube_apiserver"],
-            "kubeVersion": VERSIONS["kubernetes"],
-            "kubeApiserverBinary": str(k8s / "kube-apiserver"),
-            "kubeControllerManagerBinary": str(k8s / "kube-controller-manager"),
-            "kubeSchedulerBinary": str(k8s / "kube-scheduler"),
-            "kubectlBinary": str(k8s / "kubectl"),
-            "etcdBinary": str(bin_dirs["etcd"] / "etcd"),
-            "kwokControllerBinary": str(bin_dirs["kwok"] / "kwok"),
-            "kubeAuthorization": True,
-            "kubeAdmission": True,
-        },
-        "componentsPatches": [
-            {
-                "name": "kwok-controller",
-                "extraArgs": [
-                    {"key": "manage-all-nodes", "value": "false", "override": True},
-                    {"key": "manage-nodes-with-annotation-selector", "value": "kwok.x-k8s.io/node=fake"},
-                ],
-            }
-        ],
-    }
-    return json.dumps(config)
+def etcd_args(data_dir: Path) -> list[str]:
+    client = f"http://{BIND}:{ETCD_CLIENT_PORT}"
+    peer = f"http://{BIND}:{ETCD_PEER_PORT}"
+    return [
+        "--name=mlstack",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=mlstack={peer}",
+        "--listen-metrics-urls=",
+        "--quota-backend-bytes=2147483648",
+        "--log-level=warn",
+    ]
 
 
-def kwok_node_manifest() -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": KWOK_NODE,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {
-                "kubernetes.io/hostname": KWOK_NODE,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-            },
-        },
-        "spec": {},
-        "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-        },
-    }
-
-
-def _gomodcache() -> Path:
-    out = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True)  # noqa: S607
-    return Path(out.stdout.strip())
+def apiserver_args(pki: Pki) -> list[str]:
+    cert, key = pki.issue(CERTS["apiserver"])
+    kubelet_cert, kubelet_key = pki.issue(CERTS["apiserver-kubelet-client"])
+    sa_pub, sa_key = pki.service_account_keys()
+    return [
+        f"--bind-address={NODE_IP}",
+        f"--advertise-address={NODE_IP}",
+        f"--secure-port={PORTS['kube_apiserver']}",
+        f"--etcd-servers=http://{BIND}:{ETCD_CLIENT_PORT}",
+        f"--tls-cert-file={cert}",
+        f"--tls-private-key-file={key}",
+        f"--client-ca-file={pki.ca_cert_path}",
+        f"--service-account-key-file={sa_pub}",
+        f"--service-account-signing-key-file={sa_key}",
+        f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        "--anonymous-auth=false",
+        f"--kubelet-client-certificate={kubelet_cert}",
+        f"--kubelet-client-key={kubelet_key}",
+        f"--kubelet-certificate-authority={pki.ca_cert_path}",
+        # Otherwise logs/exec look the node's name up in the machine's DNS.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        "--service-node-port-range=30000-32767",
+        "--profiling=false",
+        "--endpoint-reconciler-type=lease",
+    ]
 
 
 class Kube:
     name = "kube"
-    title = f"Kubernetes {VERSIONS['kubernetes']} (kwokctl)"
+    title = f"Kubernetes {VERSIONS['kubernetes']} control plane"
     wanted_secrets: dict[str, str] = {}
 
     def __init__(self) -> None:
         self._bins: dict[str, Path] = {}
 
-    def _workdir(self, ctx: Context) -> Path:
-        return ctx.paths.component_dir("kwok")
+    def _dir(self, ctx: Context) -> Path:
+        return ctx.paths.component_dir(self.name)
 
-    def _cluster_dir(self, ctx: Context) -> Path:
-        return self._workdir(ctx) / "clusters" / CLUSTER
+    def pki(self, ctx: Context) -> Pki:
+        return Pki(self._dir(ctx) / "pki")
 
     def kubeconfig(self, ctx: Context) -> Path:
-        return self._cluster_dir(ctx) / "kubeconfig.yaml"
+        return self._dir(ctx) / "admin.kubeconfig"
+
+    def component_kubeconfig(self, ctx: Context, name: str) -> Path:
+        """The kubeconfig of one identity in CERTS (written on first use)."""
+        path = self._dir(ctx) / f"{name}.kubeconfig"
+        if not path.exists():
+            write_private(path, self.pki(ctx).kubeconfig(CERTS[name], server_url()))
+        return path
+
+    def bin_dir(self, ctx: Context) -> Path:
+        return ctx.paths.bin / f"k8s-{VERSIONS['kubernetes']}"
 
     def kubectl(self, ctx: Context) -> Path:
-        return ctx.paths.bin / f"k8s-{VERSIONS['kubernetes']}" / "kubectl"
+        return self.bin_dir(ctx) / "kubectl"
 
     def prepare(self, ctx: Context) -> None:
         self._bins = {
             "kubernetes": build_kubernetes(ctx, VERSIONS["kubernetes"]),
             "etcd": build_etcd(ctx, VERSIONS["etcd"]),
-            "kwok": go_install(
-                ctx,
-                label="kwok",
-                version=VERSIONS["kwok"],
-                packages=["sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok/cmd/kwokctl"],
-                names=["kwok", "kwokctl"],
-            ),
         }
-
-    def _stages_yaml(self) -> str:
-        base = _gomodcache() / f"sigs.k8s.io/kwok@{VERSIONS['kwok']}" / "kustomize" / "stage"
-        docs: list[str] = []
-        for stage_dir, files in STAGE_FILES.items():
-            directory = base / stage_dir
-            names = files or sorted(p.name for p in directory.glob("*.yaml") if p.name != "kustomization.yaml")
-            docs += [(directory / name).read_text() for name in names]
-        return "\n---\n".join(docs)
-
-    def _env(self, ctx: Context) -> dict[str, str]:
-        k8s_bin = self.kubectl(ctx).parent
-        return {
-            "KWOK_WORKDIR": str(self._workdir(ctx)),
-            # kwokctl shells out to kubectl: make it ours, not whatever else is on PATH.
-            "PATH": f"{k8s_bin}:{os.environ.get('PATH', '')}",
-        }
-
-    def _kwokctl(self, ctx: Context) -> str:
-        return str(ctx.paths.bin / f"kwok-{VERSIONS['kwok']}" / "kwokctl")
+        pki = self.pki(ctx)
+        for spec in CERTS.values():
+            pki.issue(spec)
+        pki.service_account_keys()
+        for name in ("admin", "controller-manager", "scheduler"):
+            self.component_kubeconfig(ctx, name)
 
     def _readyz(self, ctx: Context) -> bool:
         if not self.kubeconfig(ctx).exists():
             return False
         result = subprocess.run(  # noqa: S603
-            [
-                str(self.kubectl(ctx)),
-                "--kubeconfig",
-                str(self.kubeconfig(ctx)),
-                "get",
-                "--raw",
-                "/readyz",
-                "--request-timeout=3s",
-            ],
+            [str(self.kubectl(ctx)), "--kubeconfig", str(self.kubeconfig(ctx)), "get", "--raw", "/readyz"]
+            + ["--request-timeout=3s"],
             capture_output=True,
             text=True,
             check=False,
         )
         return result.returncode == 0 and result.stdout.strip() == "ok"
 
-    def _adopt_pids(self, ctx: Context) -> list[str]:
-        """Record kwokctl's component PIDs as ours, so `down` stops them by PID."""
-        names = []
-        for pidfile in sorted((self._cluster_dir(ctx) / "pids").glob("*.pid")):
-            component = f"kube-{pidfile.stem}"
-            record_pid(ctx.paths, component, int(pidfile.read_text().strip()))
-            names.append(component)
-        (ctx.paths.pids / "kube-components.json").write_text(json.dumps(names))
-        return names
-
-    def _component_names(self, ctx: Context) -> list[str]:
-        try:
-            return list(json.loads((ctx.paths.pids / "kube-components.json").read_text()))
-        except (OSError, ValueError):
-            return []
-
     def is_up(self, ctx: Context) -> bool:
-        names = self._component_names(ctx)
-        return bool(names) and all(recorded_pid(ctx.paths, n) is not None for n in names) and self._readyz(ctx)
+        return all(recorded_pid(ctx.paths, name) is not None for name in DAEMONS) and self._readyz(ctx)
 
     def start(self, ctx: Context) -> None:
-        workdir = self._workdir(ctx)
-        workdir.mkdir(parents=True, exist_ok=True)
-        config = workdir / "kwokctl.yaml"
-        config.write_text(kwokctl_configuration(self._bins) + "\n---\n" + self._stages_yaml())
-        exists = (self._cluster_dir(ctx) / "kwok.yaml").exists()
-        argv = [self._kwokctl(ctx), "--name", CLUSTER]
-        if exists:
-            argv += ["start", "cluster", "--timeout", "5m"]
-        else:
-            argv += [
-                "create",
-                "cluster",
-                "--runtime",
-                "binary",
-                "--config",
-                str(config),
-                "--timeout",
-                "5m",
-                "--wait",
-                "3m",
-            ]
-        run_logged(ctx.paths, "kwokctl", argv, env=self._env(ctx), what="kwokctl " + argv[3])
-        self._adopt_pids(ctx)
-        wait_until("kube-apiserver /readyz", lambda: self._readyz(ctx), timeout=180)
-        self._apply_defaults(ctx)
-
-    def _apply_defaults(self, ctx: Context) -> None:
-        """The KWOK node and the default StorageClass that KWOK's volume stages provision for."""
-        base = _gomodcache() / f"sigs.k8s.io/kwok@{VERSIONS['kwok']}" / "kustomize" / "stage" / "volume" / "fast"
-        storage_class = base / "storage-class.yaml"
-        if not storage_class.exists():
-            raise StackError(f"KWOK's volume stages were not found under {base}")
-        manifests = json.dumps(kwok_node_manifest()) + "\n---\n" + storage_class.read_text()
-        subprocess.run(  # noqa: S603
-            [str(self.kubectl(ctx)), "--kubeconfig", str(self.kubeconfig(ctx)), "apply", "-f", "-"],
-            input=manifests,
-            text=True,
-            check=True,
-            capture_output=True,
+        directory = self._dir(ctx)
+        k8s = self.bin_dir(ctx)
+        etcd_bin = ctx.paths.bin / f"etcd-{VERSIONS['etcd']}" / "etcd"
+        pki = self.pki(ctx)
+        if recorded_pid(ctx.paths, "etcd") is None:
+            data = directory / "etcd"
+            data.mkdir(parents=True, exist_ok=True)
+            data.chmod(0o700)
+            start_daemon(ctx.paths, "etcd", [str(etcd_bin), *etcd_args(data)])
+            wait_until("etcd", lambda: tcp_open(BIND, ETCD_CLIENT_PORT), timeout=60, paths=ctx.paths, name="etcd")
+        if recorded_pid(ctx.paths, "kube-apiserver") is None:
+            start_daemon(ctx.paths, "kube-apiserver", [str(k8s / "kube-apiserver"), *apiserver_args(pki)])
+        wait_until(
+            "kube-apiserver /readyz", lambda: self._readyz(ctx), timeout=180, paths=ctx.paths, name="kube-apiserver"
         )
-        wait_until(f"node {KWOK_NODE} Ready", lambda: self._node_ready(ctx, KWOK_NODE), timeout=60)
-
-    def _node_ready(self, ctx: Context, node: str) -> bool:
-        result = subprocess.run(  # noqa: S603
-            [
-                str(self.kubectl(ctx)),
-                "--kubeconfig",
-                str(self.kubeconfig(ctx)),
-                "get",
-                "node",
-                node,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return result.stdout.strip() == "True"
+        cm_config = self.component_kubeconfig(ctx, "controller-manager")
+        _, sa_key = pki.service_account_keys()
+        if recorded_pid(ctx.paths, "kube-controller-manager") is None:
+            start_daemon(
+                ctx.paths,
+                "kube-controller-manager",
+                [
+                    str(k8s / "kube-controller-manager"),
+                    f"--kubeconfig={cm_config}",
+                    f"--authentication-kubeconfig={cm_config}",
+                    f"--authorization-kubeconfig={cm_config}",
+                    f"--bind-address={BIND}",
+                    f"--secure-port={CONTROLLER_MANAGER_PORT}",
+                    f"--service-account-private-key-file={sa_key}",
+                    f"--root-ca-file={pki.ca_cert_path}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--use-service-account-credentials=true",
+                    "--leader-elect=false",
+                    "--profiling=false",
+                ],
+            )
+        sched_config = self.component_kubeconfig(ctx, "scheduler")
+        if recorded_pid(ctx.paths, "kube-scheduler") is None:
+            start_daemon(
+                ctx.paths,
+                "kube-scheduler",
+                [
+                    str(k8s / "kube-scheduler"),
+                    f"--kubeconfig={sched_config}",
+                    f"--authentication-kubeconfig={sched_config}",
+                    f"--authorization-kubeconfig={sched_config}",
+                    f"--bind-address={BIND}",
+                    f"--secure-port={SCHEDULER_PORT}",
+                    "--leader-elect=false",
+                    "--profiling=false",
+                ],
+            )
+        for name, port in (("kube-controller-manager", CONTROLLER_MANAGER_PORT), ("kube-scheduler", SCHEDULER_PORT)):
+            wait_until(name, lambda p=port: tcp_open(BIND, p), timeout=60, paths=ctx.paths, name=name)
 
     def stop(self, ctx: Context) -> None:
-        names = self._component_names(ctx)
-        if any(recorded_pid(ctx.paths, name) is not None for name in names):
-            # kwokctl stops its components by the PIDs it recorded and marks the cluster stopped, so
-            # the next `kwokctl start cluster` starts every component again (etcd included).
-            run_logged(
-                ctx.paths,
-                "kwokctl",
-                [self._kwokctl(ctx), "--name", CLUSTER, "stop", "cluster"],
-                env=self._env(ctx),
-                what="kwokctl stop cluster",
-            )
-        for name in reversed(names):
-            stop(ctx.paths, name)  # whatever kwokctl left running, by our recorded PID
-        (ctx.paths.pids / "kube-components.json").unlink(missing_ok=True)
+        for name in reversed(DAEMONS):
+            stop(ctx.paths, name)
 
     def env(self, ctx: Context) -> dict[str, str]:
         return {
             "KUBECONFIG": str(self.kubeconfig(ctx)),
             "KUBECTL": str(self.kubectl(ctx)),
-            "K8S_BIN_DIR": str(self.kubectl(ctx).parent),
+            "K8S_BIN_DIR": str(self.bin_dir(ctx)),
+            "KUBE_CA_CERT": str(self.pki(ctx).ca_cert_path),
         }

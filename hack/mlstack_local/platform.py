@@ -2,7 +2,11 @@
 
 - the wildcard TLS certificate of the platform domain (signed by a local CA) in ``default``;
 - the S3 credentials Secret in the ``seaweedfs`` namespace, as the platform's SeaweedFS chart leaves it;
-- ADMIN_PASSWORD, the platform admin password the collection reads from the environment.
+- ADMIN_PASSWORD, the platform admin password the collection reads from the environment;
+- the in-cluster names the collection's defaults use for PostgreSQL
+  (``postgresql-official.postgres.svc.cluster.local:5432``) and S3
+  (``seaweedfs-s3.seaweedfs.svc.cluster.local:8333``): selector-less Services whose EndpointSlices
+  point at the node IP, where the host's services listen.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from .base import Context
+from .config import NODE_IP, PORTS
 from .proc import StackError
 from .secrets import read_env_file
 
@@ -27,6 +32,40 @@ TLS_NAMESPACE = "default"
 TLS_SECRET = DOMAIN.replace(".", "-") + "-tls"
 S3_NAMESPACE = "seaweedfs"
 S3_SECRET = "seaweedfs-s3-secret"  # noqa: S105 - the name of a Secret, not a secret
+# (namespace, Service name, port name, Service port, where the host listens)
+HOST_SERVICES = (
+    ("postgres", "postgresql-official", "postgresql", 5432, PORTS["postgres"]),
+    ("seaweedfs", "seaweedfs-s3", "s3", 8333, PORTS["s3"]),
+)
+
+
+def host_service_manifests(
+    namespace: str, name: str, port_name: str, port: int, target_port: int, address: str = NODE_IP
+) -> list[dict]:
+    """A Service without a selector and the EndpointSlice that sends it to a host service."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"name": port_name, "port": port, "targetPort": target_port, "protocol": "TCP"}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-host",
+                "namespace": namespace,
+                "labels": {
+                    "kubernetes.io/service-name": name,
+                    "endpointslice.kubernetes.io/managed-by": "mlstack.local",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": port_name, "port": target_port, "protocol": "TCP"}],
+        },
+    ]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -111,8 +150,11 @@ class Platform:
 
     def _manifests(self, ctx: Context) -> list[dict]:
         directory = self._dir(ctx)
-        return [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": S3_NAMESPACE}},
+        services: list[dict] = []
+        for namespace, *service in HOST_SERVICES:
+            services.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            services += host_service_manifests(namespace, *service)
+        return services + [
             secret_manifest(
                 TLS_NAMESPACE,
                 TLS_SECRET,

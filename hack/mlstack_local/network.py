@@ -1,0 +1,156 @@
+"""The node's network: a bridge whose first address is the node IP, and a fence around it.
+
+Started first, because the API server, PostgreSQL, S3 and Keycloak listen on the node IP so that
+pods reach them. The CNI bridge plugin attaches pods to this bridge; it turns on IP forwarding, so a
+FORWARD rule drops pod traffic to any address outside the bridge subnet: nothing a pod sends leaves
+the machine. The sysctls the node's components change (the bridge plugin, the kubelet) are recorded
+before the first change and restored by ``stop``, with the bridge and the rule removed, so
+``make down`` leaves the machine as it found it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from .base import Context
+from .config import BRIDGE, NODE_IP, POD_SUBNET
+from .proc import StackError
+
+# What the bridge plugin (ip_forward), the kubelet (the kernel.* and vm.* keys) and kube-proxy may set.
+SYSCTLS = (
+    "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.forwarding",
+    "net.ipv4.conf.all.route_localnet",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+)
+RULE_COMMENT = "mlstack: pods reach nothing outside the bridge"
+
+
+def egress_rule() -> list[str]:
+    """The FORWARD rule (without -A/-I/-C/-D) that drops pod traffic leaving the bridge subnet."""
+    return [
+        "FORWARD",
+        "-s",
+        POD_SUBNET,
+        "!",
+        "-d",
+        POD_SUBNET,
+        "-m",
+        "comment",
+        "--comment",
+        RULE_COMMENT,
+        "-j",
+        "DROP",
+    ]
+
+
+def sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def read_sysctls(keys: tuple[str, ...] = SYSCTLS) -> dict[str, str]:
+    values = {}
+    for key in keys:
+        try:
+            values[key] = sysctl_path(key).read_text().strip()
+        except OSError:
+            continue  # not on this kernel (e.g. br_netfilter not loaded)
+    return values
+
+
+def restore_sysctls(saved: dict[str, str]) -> list[str]:
+    """Write back every recorded value that differs now; the keys restored."""
+    restored = []
+    for key, value in saved.items():
+        path = sysctl_path(key)
+        try:
+            if path.read_text().strip() != value:
+                path.write_text(value + "\n")
+                restored.append(key)
+        except OSError:
+            continue
+    return restored
+
+
+def _run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+    if check and result.returncode != 0:
+        raise StackError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
+    return result
+
+
+def bridge_has_ip() -> bool:
+    result = _run(["ip", "-j", "addr", "show", "dev", BRIDGE], check=False)
+    if result.returncode != 0:
+        return False
+    for link in json.loads(result.stdout or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("local") == NODE_IP:
+                return True
+    return False
+
+
+def rule_present() -> bool:
+    return _run(["iptables", "-w", "-C", *egress_rule()], check=False).returncode == 0
+
+
+def drop_counter() -> int:
+    """Packets the egress rule has dropped so far."""
+    out = _run(["iptables", "-w", "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+    for line in out.splitlines():
+        if RULE_COMMENT in line and "DROP" in line:
+            return int(line.split()[0])
+    raise StackError("the mlstack egress rule is not in the FORWARD chain")
+
+
+class Network:
+    name = "network"
+    title = f"Node network ({BRIDGE} {NODE_IP}, egress fenced)"
+    wanted_secrets: dict[str, str] = {}
+
+    def _saved(self, ctx: Context) -> Path:
+        return ctx.paths.component_dir(self.name) / "sysctls.json"
+
+    def prepare(self, ctx: Context) -> None:
+        saved = self._saved(ctx)
+        if not saved.exists():
+            # Recorded once, before anything of ours changed them; `stop` restores and forgets them.
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(read_sysctls(), indent=2))
+
+    def is_up(self, ctx: Context) -> bool:
+        return self._saved(ctx).exists() and bridge_has_ip() and rule_present()
+
+    def start(self, ctx: Context) -> None:
+        if _run(["ip", "link", "show", BRIDGE], check=False).returncode != 0:
+            _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+        if not bridge_has_ip():
+            prefix = POD_SUBNET.split("/")[1]
+            _run(["ip", "addr", "add", f"{NODE_IP}/{prefix}", "dev", BRIDGE])
+        _run(["ip", "link", "set", BRIDGE, "up"])
+        if not rule_present():
+            _run(["iptables", "-w", "-I", *egress_rule()[:1], "1", *egress_rule()[1:]])
+        # Pods reach each other and the node through the bridge; the rule above fences the rest.
+        sysctl_path("net.ipv4.ip_forward").write_text("1\n")
+
+    def stop(self, ctx: Context) -> None:
+        while rule_present():
+            _run(["iptables", "-w", "-D", *egress_rule()])
+        if _run(["ip", "link", "show", BRIDGE], check=False).returncode == 0:
+            _run(["ip", "link", "delete", BRIDGE])
+        saved = self._saved(ctx)
+        if saved.exists():
+            restore_sysctls(json.loads(saved.read_text()))
+            saved.unlink()
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        return {"NODE_IP": NODE_IP, "POD_SUBNET": POD_SUBNET, "NODE_BRIDGE": BRIDGE}
