@@ -21,6 +21,8 @@ probes, restarts and image pulls are the kubelet's and runc's. Notes that shaped
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -430,6 +432,55 @@ def create_cgroup_root() -> None:
                     (root / key).write_text((hierarchy / key).read_text())
 
 
+IPTABLES = ("iptables", "ip6tables")
+TABLES = ("filter", "nat", "mangle")
+
+
+def kube_chains(saved: str) -> list[str]:
+    """The ``KUBE-*`` chains declared in one table of ``iptables-save`` output."""
+    return [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":KUBE-")]
+
+
+def kube_chains_now() -> dict[str, list[str]]:
+    """{"iptables/filter": [chains], ...}: the KUBE-* chains that exist now."""
+    found = {}
+    for binary in IPTABLES:
+        for table in TABLES:
+            out = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True, check=False)  # noqa: S603
+            found[f"{binary}/{table}"] = kube_chains(out.stdout)
+    return found
+
+
+def remove_kube_chains(keep: dict[str, list[str]]) -> None:
+    """Delete the KUBE-* chains (and the jumps to them) that were not there before the node started.
+
+    kube-proxy --cleanup removes its own; the kubelet leaves KUBE-FIREWALL (and its jumps) behind.
+    """
+    for key, chains in kube_chains_now().items():
+        binary, table = key.split("/")
+        ours = [chain for chain in chains if chain not in keep.get(key, [])]
+        if not ours:
+            continue
+        rules = subprocess.run([f"{binary}-save", "-t", table], capture_output=True, text=True, check=False).stdout  # noqa: S603
+        for line in rules.splitlines():
+            parts = line.split()
+            if line.startswith("-A ") and "-j" in parts and parts[parts.index("-j") + 1] in ours:
+                subprocess.run([binary, "-w", "-t", table, "-D", *parts[1:]], capture_output=True, check=False)  # noqa: S603
+        for chain in ours:
+            subprocess.run([binary, "-w", "-t", table, "-F", chain], capture_output=True, check=False)  # noqa: S603
+        for chain in ours:
+            subprocess.run([binary, "-w", "-t", table, "-X", chain], capture_output=True, check=False)  # noqa: S603
+
+
+def node_ready(node: dict, since: float = 0.0) -> bool:
+    """Ready is True and its last heartbeat is not older than ``since`` (epoch seconds)."""
+    for condition in node.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Ready":
+            beat = datetime.datetime.fromisoformat(condition["lastHeartbeatTime"].replace("Z", "+00:00"))
+            return condition.get("status") == "True" and beat.timestamp() >= since
+    return False
+
+
 def shim_pids(socket: Path) -> list[int]:
     """containerd shims started for our containerd (they outlive it by design)."""
     pids = []
@@ -459,8 +510,6 @@ class Node:
 
     def socket(self, ctx: Context) -> Path:
         # Unix socket paths are limited to 107 bytes: keep it short wherever the clone lives.
-        import hashlib
-
         digest = hashlib.sha256(str(self.state(ctx)).encode()).hexdigest()[:10]
         return Path("/run") / f"mlstack-{digest}" / "containerd.sock"
 
@@ -537,28 +586,23 @@ class Node:
     def _record_system_paths(self, ctx: Context) -> None:
         record = self.state(ctx) / "system-paths.json"
         if record.exists():
-            return
+            return  # recorded before an earlier start; kept until `stop` has restored the machine
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps([p for p in SYSTEM_PATHS if not Path(p).exists()]))
+        (self.state(ctx) / "kube-chains.json").write_text(json.dumps(kube_chains_now()))
 
-    def _node_ready(self, ctx: Context) -> bool:
+    def _node_ready(self, ctx: Context, since: float = 0.0) -> bool:
+        """The node reports Ready, from a heartbeat at or after ``since`` (a stale status does not count)."""
         env = self._env(ctx)
         result = subprocess.run(  # noqa: S603
-            [
-                env["KUBECTL"],
-                "--kubeconfig",
-                env["KUBECONFIG"],
-                "get",
-                "node",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            ],
+            [env["KUBECTL"], "--kubeconfig", env["KUBECONFIG"], "get", "node", NODE_NAME, "-o", "json"],
             capture_output=True,
             text=True,
             check=False,
         )
-        return result.stdout.strip() == "True"
+        if result.returncode != 0:
+            return False
+        return node_ready(json.loads(result.stdout), since)
 
     def _healthz(self, port: int) -> bool:
         return http_status(f"http://{BIND}:{port}/healthz") == 200
@@ -579,7 +623,9 @@ class Node:
         pki = self._kube.pki(ctx).directory
         self._start_containerd(ctx, env)
         self._import_infra_images(ctx, env)
+        kubelet_started = 0.0
         if recorded_pid(ctx.paths, "kubelet") is None:
+            kubelet_started = time.time() - 1  # heartbeats have one-second resolution
             create_cgroup_root()
             config = state / "kubelet" / "config.json"
             config.parent.mkdir(parents=True, exist_ok=True)
@@ -599,7 +645,11 @@ class Node:
                 ],
             )
         wait_until(
-            f"node {NODE_NAME} Ready", lambda: self._node_ready(ctx), timeout=120, paths=ctx.paths, name="kubelet"
+            f"node {NODE_NAME} Ready",
+            lambda: self._healthz(PORTS["kubelet_healthz"]) and self._node_ready(ctx, since=kubelet_started),
+            timeout=120,
+            paths=ctx.paths,
+            name="kubelet",
         )
         if recorded_pid(ctx.paths, "kube-proxy") is None:
             config = state / "kube-proxy.json"
@@ -708,6 +758,10 @@ class Node:
             kube_proxy = self._bins(ctx)["kube-proxy"]
             if kube_proxy.exists():
                 run_logged(ctx.paths, "kube-proxy", [str(kube_proxy), "--cleanup"], what="kube-proxy --cleanup")
+        chains = self.state(ctx) / "kube-chains.json"
+        if chains.exists():
+            remove_kube_chains(json.loads(chains.read_text()))
+            chains.unlink()
         stop(ctx.paths, "containerd")
         for pid in shim_pids(socket):
             try:

@@ -157,3 +157,21 @@ def test_pki_issues_each_identity_once_with_the_right_usages(tmp_path: Path) -> 
     assert "kubernetes.default.svc.cluster.local" in sans.get_values_for_type(x509.DNSName)
     config = json.loads(pki.kubeconfig(kube.CERTS["admin"], kube.server_url()))
     assert config["clusters"][0]["cluster"]["server"] == f"https://{NODE_IP}:36443"
+
+
+def test_a_stale_ready_status_does_not_count() -> None:
+    ready = {
+        "status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-01T08:00:00Z"}]}
+    }
+    assert node.node_ready(ready)
+    assert not node.node_ready(ready, since=1796112001.0)  # one second after that heartbeat
+    assert node.node_ready(ready, since=1796112000.0)
+    not_ready = {
+        "status": {"conditions": [{"type": "Ready", "status": "False", "lastHeartbeatTime": "2026-12-01T08:00:00Z"}]}
+    }
+    assert not node.node_ready(not_ready)
+
+
+def test_kube_chains_reads_declared_chains_only() -> None:
+    saved = "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n-A INPUT -j KUBE-FIREWALL\nCOMMIT\n"
+    assert node.kube_chains(saved) == ["KUBE-FIREWALL"]
