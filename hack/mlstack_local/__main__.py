@@ -17,17 +17,32 @@ from .proc import StackError, say
 
 def components() -> list[Component]:
     # Imported here so `status` and `down` work even if a component module has a heavy import.
-    from .ingress import Ingress
+    from .images import Images
     from .keycloak import Keycloak
     from .kube import Kube
+    from .network import Network
+    from .node import Node
     from .platform import Platform
     from .postgres import Postgres
     from .registry import Registry
-    from .runner import Runner
     from .s3 import SeaweedS3
     from .sealed import SealedSecrets
+    from .traefik import Traefik
 
-    return [Kube(), Postgres(), SeaweedS3(), Platform(), Keycloak(), SealedSecrets(), Registry(), Runner(), Ingress()]
+    # The network first: the API server and the platform services listen on the node IP.
+    return [
+        Network(),
+        Kube(),
+        Postgres(),
+        SeaweedS3(),
+        Platform(),
+        Keycloak(),
+        SealedSecrets(),
+        Registry(),
+        Images(),
+        Node(),
+        Traefik(),
+    ]
 
 
 def make_context() -> Context:

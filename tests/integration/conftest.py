@@ -93,6 +93,12 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
+def service_url(kubectl: Kubectl, namespace: str, name: str = "mlflow") -> str:
+    """``http://<ClusterIP>:<port>`` of a Service: the host is the node, so kube-proxy routes it."""
+    spec = kubectl.get("service", name, namespace)["spec"]
+    return f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}"
+
+
 def restricted_container(name: str, image: str, command: list[str]) -> dict[str, Any]:
     return {
         "name": name,

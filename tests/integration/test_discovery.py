@@ -2,7 +2,7 @@
 
 MLflow is deployed in namespace ``mlflow`` (make deploy). One module-scoped fixture runs the playbook
 first without code-server (the workstation part must change nothing), then with a stand-in code-server:
-a busybox Deployment in namespace ``code-server`` on the pod runner's node, so its pod really runs,
+a Deployment of the stack's tools image (bash, fish, curl) in namespace ``code-server`` on the node,
 with a user ConfigMap and a Secret holding the user's password in ``envFrom``. The stand-in's command
 sources both helper scripts from the mounted ConfigMap when they are there and logs whether each got a
 token, so the restarted pod proves the delivery: mount, environment, the client secret of the
@@ -102,8 +102,9 @@ def delete_code_server(kubectl: Kubectl) -> None:
     kubectl.run("delete", "namespace", CODE_SERVER, "--ignore-not-found", "--wait=true", "--timeout=180s")
 
 
-def stand_in_code_server(login: dict[str, str]) -> list[dict[str, Any]]:
-    container = restricted_container("code-server", "docker.io/library/busybox:1.36", ["bash", "-c", STAND_IN])
+def stand_in_code_server(login: dict[str, str], image: str) -> list[dict[str, Any]]:
+    container = restricted_container("code-server", image, ["bash", "-c", STAND_IN])
+    container["imagePullPolicy"] = "Never"  # imported into the node's containerd, never pulled
     container["envFrom"] = [{"configMapRef": {"name": "user-env"}}, {"secretRef": {"name": "user-mlflow-login"}}]
     return [
         {
@@ -169,7 +170,8 @@ def runs(stack_env: dict[str, str], kubectl: Kubectl, deployed: dict[str, str]) 
         found["without_code_server"] = run_playbook()
         found["code_server_after_none"] = kubectl.run("get", "namespace", CODE_SERVER, check=False).returncode == 0
         # The user's own password; the client secret must come from the playbook.
-        kubectl.apply(*stand_in_code_server({"MLFLOW_AUTH_PASSWORD": stack_env["PLATFORM_ADMIN_PASSWORD"]}))
+        login = {"MLFLOW_AUTH_PASSWORD": stack_env["PLATFORM_ADMIN_PASSWORD"]}
+        kubectl.apply(*stand_in_code_server(login, stack_env["MLSTACK_TOOLS_IMAGE"]))
         rollout = kubectl.run("-n", CODE_SERVER, "rollout", "status", f"deployment/{CODE_SERVER}", "--timeout=180s")
         assert "successfully rolled out" in rollout.stdout
         found["logs_before"] = logs(kubectl)

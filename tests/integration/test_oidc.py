@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT, Kubectl, state_dir, unavailable
+from .conftest import REPO_ROOT, Kubectl, service_url, state_dir, unavailable
 
 PUBLIC_HOST = "mlflow.mlstack.test"
 NAMESPACE = "mlflow"
@@ -27,13 +27,11 @@ NAMESPACE = "mlflow"
 @pytest.fixture(scope="module")
 def deployment(stack_env: dict[str, str], kubectl: Kubectl) -> dict[str, str]:
     """Where the deployed MLflow answers, and its OIDC client secret."""
-    services = json.loads(Path(stack_env["RUNNER_SERVICES"]).read_text())
-    entry = services.get(f"{NAMESPACE}/mlflow")
-    if not entry:
+    if kubectl.run("-n", NAMESPACE, "get", "service", "mlflow", check=False).returncode != 0:
         unavailable("MLflow is not deployed on the local stack: run `make deploy`")
     secret = kubectl.get("secret", "mlflow-oidc", NAMESPACE)["data"]["OIDC_CLIENT_SECRET"]
     return {
-        "uri": f"http://{entry['address']}:{next(iter(entry['ports'].values()))}",
+        "uri": service_url(kubectl, NAMESPACE),
         "client_secret": base64.b64decode(secret).decode(),
     }
 

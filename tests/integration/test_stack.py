@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .conftest import Kubectl, restricted_container
+from .conftest import Kubectl
 
 
 def wait_for(what: str, check, timeout: float = 90.0, interval: float = 1.0):  # noqa: ANN001, ANN201
@@ -30,49 +30,9 @@ def wait_for(what: str, check, timeout: float = 90.0, interval: float = 1.0):  #
     raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
-def test_kwok_node_is_ready(kubectl: Kubectl) -> None:
-    nodes = json.loads(kubectl.run("get", "nodes", "-o", "json").stdout)["items"]
-    kwok = [n for n in nodes if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake"]
-    assert kwok, "no KWOK node"
-    ready = {c["type"]: c["status"] for c in kwok[0]["status"]["conditions"]}
-    assert ready.get("Ready") == "True"
-
-
 def test_server_reports_the_built_version(kubectl: Kubectl) -> None:
     version = json.loads(kubectl.run("version", "-o", "json").stdout)["serverVersion"]
     assert version["gitVersion"].startswith("v1.35.")
-
-
-def test_deployment_with_a_pvc_becomes_available(kubectl: Kubectl, namespace: str) -> None:
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data", "namespace": namespace},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {
-                        "nodeSelector": {"type": "kwok"},
-                        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                        "containers": [restricted_container("web", "registry.invalid/web:1", ["/web"])],
-                        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-                    },
-                },
-            },
-        },
-    )
-    result = kubectl.run("-n", namespace, "rollout", "status", "deployment/web", "--timeout=120s")
-    assert "successfully rolled out" in result.stdout
-    assert kubectl.get("pvc", "data", namespace)["status"]["phase"] == "Bound"
 
 
 def test_restricted_namespace_rejects_a_privileged_pod(kubectl: Kubectl, namespace: str) -> None:

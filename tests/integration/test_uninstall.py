@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
-from .conftest import REPO_ROOT, Kubectl
+from .conftest import REPO_ROOT, Kubectl, service_url
 
 NAME = "mlflow-u"
 SCENARIO = {
@@ -68,14 +68,9 @@ def token(env: dict[str, str], kubectl: Kubectl) -> str:
         return json.loads(response.read())["access_token"]
 
 
-def endpoint(env: dict[str, str]) -> str:
-    entry = json.loads(Path(env["RUNNER_SERVICES"]).read_text())[f"{NAME}/mlflow"]
-    return f"http://{entry['address']}:{next(iter(entry['ports'].values()))}"
-
-
 def mlflow_api(env: dict[str, str], kubectl: Kubectl, path: str, payload: dict) -> dict:
     request = urllib.request.Request(
-        endpoint(env) + "/api/2.0/mlflow" + path,
+        service_url(kubectl, NAME) + "/api/2.0/mlflow" + path,
         data=json.dumps(payload).encode(),
         headers={"Authorization": f"Bearer {token(env, kubectl)}", "Content-Type": "application/json"},
     )
