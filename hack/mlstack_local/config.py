@@ -62,6 +62,7 @@ PORTS = {
     "sealed_secrets": 38290,
     "sealed_secrets_metrics": 38291,
     "registry": 35000,
+    "traefik_ping": 38080,
     "ingress_https": 443,
     "ingress_http": 80,
 }

@@ -109,6 +109,8 @@ def apiserver_args(pki: Pki) -> list[str]:
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--anonymous-auth=false",
+        # As on kubeadm clusters: Pod Security admission, not this flag, decides who may run privileged.
+        "--allow-privileged=true",
         f"--kubelet-client-certificate={kubelet_cert}",
         f"--kubelet-client-key={kubelet_key}",
         f"--kubelet-certificate-authority={pki.ca_cert_path}",

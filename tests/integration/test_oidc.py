@@ -1,7 +1,7 @@
 """SSO end to end on the local stack: Keycloak login in a real browser, bearer tokens, refusals.
 
 The deploy (make deploy / the local inventory) runs MLflow with mlflow_auth_mode=oidc behind the local
-ingress (nginx on 127.0.0.1:443 with the platform's wildcard certificate).
+ingress (Traefik on 127.0.0.1:443 with the platform's wildcard certificate).
 """
 
 from __future__ import annotations

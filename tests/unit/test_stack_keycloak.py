@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 
 from mlstack_local import keycloak  # noqa: E402
 from mlstack_local.base import Context  # noqa: E402
-from mlstack_local.config import PORTS, Paths  # noqa: E402
+from mlstack_local.config import NODE_IP, PORTS, Paths  # noqa: E402
 from mlstack_local.secrets import HOSTILE, hostile_password  # noqa: E402
 
 HOSTILE_PASSWORD = "a@b:c/d%e#f?g&h=i+j k"  # noqa: S105 - a test value
@@ -55,15 +55,15 @@ def test_mvn_argv_copies_the_dist_tarball(tmp_path: Path) -> None:
     assert f"-DoutputDirectory={tmp_path}" in argv
 
 
-def test_server_argv_binds_every_listener_to_loopback(tmp_path: Path) -> None:
+def test_server_argv_binds_http_to_the_node_ip_and_management_to_loopback(tmp_path: Path) -> None:
     argv = keycloak.server_argv(tmp_path)
     assert argv[:2] == [str(tmp_path / "bin" / "kc.sh"), "start-dev"]
-    assert "--http-host=127.0.0.1" in argv
+    assert f"--http-host={NODE_IP}" in argv
     assert "--http-management-host=127.0.0.1" in argv
     assert f"--http-port={PORTS['keycloak']}" in argv
     assert f"--http-management-port={PORTS['keycloak_management']}" in argv
     assert "--health-enabled=true" in argv
-    assert f"--hostname=http://127.0.0.1:{PORTS['keycloak']}" in argv
+    assert f"--hostname=http://{NODE_IP}:{PORTS['keycloak']}" in argv
     assert not any("0.0.0.0" in arg for arg in argv)  # noqa: S104 - asserting its absence
 
 
@@ -110,7 +110,7 @@ def test_wanted_secrets_and_env(ctx: Context) -> None:
     assert component.title == "Keycloak 26"
     assert set(component.wanted_secrets.values()) == {"password"}
     env = component.env(ctx)
-    assert env["KEYCLOAK_URL"] == f"http://127.0.0.1:{PORTS['keycloak']}"
+    assert env["KEYCLOAK_URL"] == f"http://{NODE_IP}:{PORTS['keycloak']}"
     assert env["KEYCLOAK_ADMIN"] == "admin"
     assert env["KEYCLOAK_ADMIN_PASSWORD"] == ctx.secrets["keycloak_admin_password"]
     assert env["KEYCLOAK_REALM"] == "mlstack"
