@@ -38,6 +38,10 @@ def main() -> int:
     client_env_keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
     for key in client_env_keys:
         os.environ.pop(key, None)
+    # A client outside the cluster: since MLflow 3.17 a proxying server advertises presigned
+    # downloads, whose URLs name the S3 endpoint as the server sees it (an in-cluster name). Keep
+    # downloads proxied, as the README tells clients outside the cluster to.
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()

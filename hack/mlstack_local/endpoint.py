@@ -49,4 +49,9 @@ def mlflow_env(ctx: Context, namespace: str, service: str) -> dict[str, str]:
         host = ingress["spec"]["rules"][0]["host"]
     except (StackError, KeyError, IndexError):
         pass
-    return {"MLFLOW_TRACKING_URI": service_url(svc), "MLFLOW_HOST": host or f"{service}.{namespace}.svc"}
+    return {
+        "MLFLOW_TRACKING_URI": service_url(svc),
+        "MLFLOW_HOST": host or f"{service}.{namespace}.svc",
+        # The host is outside the cluster's DNS: artifact downloads stay proxied by the server (README).
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+    }
