@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from benchlib.common import OUT_DIR, REPO, BenchError, load_stack_env, require_e
 from benchlib.deploy import NAMESPACE, WAIT_TASKS, deploy_timings, destroy
 from benchlib.report import render
 from benchlib.serverbench import run_server_bench
-from benchlib.servers import Defaults, DefaultsResources, Ours, mlflow_venv
+from benchlib.servers import Defaults, DefaultsResources, Ours, image_of
 
 
 def _commit() -> str:
@@ -36,11 +37,10 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def _mlflow_version(venv: Path | None) -> str:
-    if venv is None:
-        return "?"
-    found = sorted(venv.glob("lib/python*/site-packages/mlflow-*.dist-info"))
-    return found[0].name.removeprefix("mlflow-").removesuffix(".dist-info") if found else "?"
+def _mlflow_version(image: str) -> str:
+    """The MLflow version in an image tag like ``.../mlflow:3.17.2-mlstack.1``."""
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else "?"
+    return tag.split("-", 1)[0]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,7 +55,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated: deploy (first, no-op, --check runs), server (ours vs defaults); "
         "the server part always needs a first deploy",
     )
-    parser.add_argument("--via-service", action="store_true", help="load ours through its runner Service address")
     parser.add_argument("--keep", action="store_true", help="leave the bench namespace, databases and buckets")
     return parser.parse_args(argv)
 
@@ -64,23 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
     load_stack_env()
-    require_env("KUBECONFIG", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "S3_ENDPOINT_URL", "RUNNER_SERVICES")
+    require_env("KUBECONFIG", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "S3_ENDPOINT_URL")
     require_env("S3_ACCESS_KEY", "S3_SECRET_KEY")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    try:
-        venv: Path | None = mlflow_venv()
-    except BenchError:
-        if "server" in parts:
-            raise
-        venv = None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results: dict[str, Any] = {
         "meta": {
             "timestamp": stamp,
             "commit": _commit(),
             "cpus": os.cpu_count(),
-            "mlflow_version": _mlflow_version(venv),
-            "mlflow_venv": str(venv),
+            "mlflow_version": "?",
+            "mlflow_image": "?",
             "loadavg_start": _loadavg(),
             "namespace": NAMESPACE,
             "wait_tasks": list(WAIT_TASKS),
@@ -97,40 +90,56 @@ def main(argv: list[str] | None = None) -> int:
     say(f"bench: parts {', '.join(sorted(parts))}; results go to {OUT_DIR}")
     try:
         destroy("cleanup-before")
+        DefaultsResources().drop()  # what an interrupted run of the server part may have left
         runs = deploy_timings(skip_noop="deploy" not in parts)
         results["deploy"] = {key: run.as_json() for key, run in runs.items()}
+        results["meta"]["mlflow_image"] = image_of(NAMESPACE)
+        results["meta"]["mlflow_version"] = _mlflow_version(results["meta"]["mlflow_image"])
         noop = runs.get("noop")
         if noop is not None and (noop.rc != 0 or noop.changed != 0):
             problems.append(f"the no-op re-run reported changed={noop.changed} rc={noop.rc}: {noop.failed_tasks}")
         check = runs.get("check")
         if check is not None and check.rc != 0:
             problems.append(f"the --check run failed (rc={check.rc}): {check.failed_tasks}")
-        if "server" in parts and resources is not None and venv is not None:
-            say("server: creating the defaults server's database and bucket, migrating its schema")
-            resources.create()
-            defaults = Defaults(venv, resources)
-            defaults.migrate()
-            ours = Ours(NAMESPACE, via_service=args.via_service)
+        if "server" in parts and resources is not None:
+            say(
+                f"server: creating the defaults server's database, role and bucket, and its Secret, Service, "
+                f"migration Job and Deployment in {NAMESPACE}"
+            )
+            defaults = Defaults(NAMESPACE, resources)
+            defaults.create()
+            ours = Ours(NAMESPACE)
             results["server"] = run_server_bench(ours, defaults, args.repeats, args.clients, args.duration, args.idle)
     except BenchError as err:
         problems.append(str(err))
         say(f"bench: FAILED: {err}")
+    except Exception as err:  # noqa: BLE001 - e.g. an API error: still clean up and report
+        problems.append(f"{type(err).__name__}: {err}"[:1000])
+        say(f"bench: FAILED: {type(err).__name__}")
+        traceback.print_exc()
     except KeyboardInterrupt:
         problems.append("interrupted")
         say("bench: interrupted; cleaning up")
     finally:
-        if defaults is not None:
-            defaults.stop()
-            defaults.cleanup_files()
+        if defaults is not None and defaults.created and not args.keep:
+            try:  # its pod holds connections to its database: stop it first (the namespace goes below)
+                defaults.stop()
+            except Exception as err:  # noqa: BLE001 - cleanup goes on; reported
+                warn(f"could not stop the defaults server: {err}")
         if resources is not None and not args.keep:
             try:
                 resources.drop()
+                left = resources.leftovers()
+                if left:
+                    problems.append(f"the cleanup left {', '.join(left)} behind")
             except Exception as err:  # noqa: BLE001 - cleanup goes on; reported
-                warn(f"could not drop the defaults database or bucket: {err}")
+                problems.append(f"could not drop the defaults database, role or bucket: {err}")
+                warn(problems[-1])
         if not args.keep:
             try:
                 destroy("cleanup-after")
             except BenchError as err:
+                problems.append(str(err))
                 warn(str(err))
     results["meta"]["loadavg_end"] = _loadavg()
     results["meta"]["total_s"] = time.monotonic() - started

@@ -33,7 +33,7 @@ def say(message: str) -> None:
 
 def load_stack_env() -> None:
     """Export .local/stack.env unless the caller (``make bench`` via hack/with-stack-env) already did."""
-    if os.environ.get("KUBECONFIG") and os.environ.get("PGHOST") and os.environ.get("RUNNER_SERVICES"):
+    if os.environ.get("KUBECONFIG") and os.environ.get("PGHOST") and os.environ.get("S3_ENDPOINT_URL"):
         return
     env_file = STATE / "stack.env"
     if not env_file.exists():

@@ -11,10 +11,13 @@ DEPLOY_ROWS = (
 )
 SERVER_ROWS = (
     # (figure key, label, decimals)
-    ("start_to_health_s", "start -> /health (process age), s", 1),
-    ("idle_rss_mib", "idle RSS, process tree sum, MiB", 0),
-    ("idle_pss_mib", "idle PSS, process tree sum, MiB", 0),
-    ("processes", "processes in the tree", 0),
+    ("start_to_health_s", "start -> /health (root process age), s", 1),
+    ("scale_to_pod_health_s", "scale 0->1 -> pod IP /health, s", 1),
+    ("scale_to_service_health_s", "scale 0->1 -> Service /health, s", 1),
+    ("idle_rss_mib", "idle RSS, pod cgroup (total_rss), MiB", 0),
+    ("idle_usage_mib", "idle usage - cache, pod cgroup, MiB", 0),
+    ("idle_pss_mib", "idle PSS, sum over the pod's processes, MiB", 0),
+    ("processes", "processes in the MLflow container", 0),
     ("idle_cpu_pct", "idle CPU, % of one core", 1),
     ("runs_per_s", "runs/s (create + log_batch + end)", 1),
     ("searches_per_s", "searches/s (runs/search, 50 results)", 1),
@@ -114,7 +117,6 @@ def render(results: dict[str, Any]) -> str:
             rows.append(
                 [label, fmt(figures["ours"].get(key), decimals), fmt(figures["defaults"].get(key), decimals), ratio]
             )
-        rows.append(["scale 0->1 -> Service /health, s", fmt(figures["ours"]["scale_to_service_health_s"], 1), "", ""])
         rows.append(["raw S3 upload MB/s (boto3, reference)", fmt(figures["raw_s3_mb_per_s"], 1), "", ""])
         lines += _table(["figure", "ours", "defaults", "ours/defaults"], rows)
         share = figures.get("client_cpu_share") or {}
@@ -126,8 +128,13 @@ def render(results: dict[str, Any]) -> str:
             "(PostgreSQL and SeaweedFS CPU not counted)."
         )
         lines.append(
-            f"       ours is loaded at its {config['ours']['address']}; defaults at {config['defaults']['address']}. "
-            "RSS sums count shared pages once per process; PSS splits them."
+            f"       ours is loaded at its {config['ours']['address']}, defaults at its "
+            f"{config['defaults']['address']}; MLflow {config['ours'].get('version', '?')} / "
+            f"{config['defaults'].get('version', '?')}."
+        )
+        lines.append(
+            "       Memory and CPU are the pod cgroup's (pause container included); total_rss counts each "
+            "anonymous page once."
         )
     for problem in results.get("problems", []):
         lines.append(f"PROBLEM: {problem}")

@@ -8,13 +8,13 @@ from typing import Any
 from .common import Ticker, ratios, say, summary
 from .deploy import BENCH_VARS
 from .load import Workload, experiment_id, run_load
-from .servers import Defaults, Ours, Server, start_timed, tree_cpu_seconds, tree_memory
+from .servers import Defaults, Ours, PodServer, start_timed
 
 SEED_RUNS = 200  # runs in the searched experiment (searches return 50 of them)
 LOADS = ("runs", "search", "upload")
 
 
-def _prepare(server: Server, clients: int) -> dict[str, str]:
+def _prepare(server: PodServer, clients: int) -> dict[str, str]:
     """Experiments for the runs and search workloads; the search one gets SEED_RUNS runs once."""
     from .load import RestClient
 
@@ -32,16 +32,17 @@ def _prepare(server: Server, clients: int) -> dict[str, str]:
     return {"runs": runs, "search": search}
 
 
-def _load(server: Server, kind: str, experiments: dict[str, str], repeat: int, clients: int, duration: float) -> dict:
+def _load(
+    server: PodServer, kind: str, experiments: dict[str, str], repeat: int, clients: int, duration: float
+) -> dict:
     params = {
         "runs": {"experiment": experiments["runs"]},
         "search": {"experiment": experiments["search"]},
         "upload": {"prefix": f"bench-upload/r{repeat}"},
     }[kind]
-    root = server.root_pid
-    cpu_before = tree_cpu_seconds(root) if root else 0.0
+    cpu_before = server.cpu_seconds()
     result = run_load(Workload(kind, server.host, server.port, params), clients, duration)
-    result["server_cpu_s"] = (tree_cpu_seconds(root) - cpu_before) if root else None
+    result["server_cpu_s"] = server.cpu_seconds() - cpu_before
     if result["server_cpu_s"] is not None and result["ops"]:
         result["server_cpu_ms_per_op"] = 1000 * result["server_cpu_s"] / result["ops"]
     rate = f"{result['mb_per_s']:.1f} MB/s" if "mb_per_s" in result else f"{result['ops_per_s']:.1f} ops/s"
@@ -54,7 +55,7 @@ def _load(server: Server, kind: str, experiments: dict[str, str], repeat: int, c
 
 
 def run_server_bench(ours: Ours, defaults: Defaults, repeats: int, clients: int, duration: float, idle: float) -> dict:
-    servers: dict[str, Server] = {"ours": ours, "defaults": defaults}
+    servers: dict[str, PodServer] = {"ours": ours, "defaults": defaults}
     data: dict[str, Any] = {
         "config": {name: server.describe() for name, server in servers.items()},
         "clients": clients,
@@ -68,23 +69,28 @@ def run_server_bench(ours: Ours, defaults: Defaults, repeats: int, clients: int,
         names = [server.name for server in order]
         say(f"server: repeat {repeat + 1}/{repeats} (order {' then '.join(names)}): stopping both servers")
         for server in order:
-            server.stop()
+            server.request_stop()
+        for server in order:
+            server.wait_stopped()
         record: dict[str, Any] = {"order": names, "start": {}, "idle": {}, "load": {}}
         for server in order:
             record["start"][server.name] = start_timed(server, f"repeat {repeat + 1}")
         say(f"server: both up; idling {idle:.0f} s before sampling memory")
         idle_from = time.monotonic()
-        cpu_before = {server.name: tree_cpu_seconds(server.root_pid or 0) for server in order}
+        if repeat == 0:
+            for server in order:
+                data["config"][server.name]["version"] = server.version()
+        cpu_before = {server.name: server.cpu_seconds() for server in order}
         with Ticker("idle"):
             time.sleep(idle)
         idle_for = time.monotonic() - idle_from
         for server in order:
-            assert server.root_pid is not None  # noqa: S101 - set by start()
-            mem = tree_memory(server.root_pid)
-            mem["cpu_pct"] = 100 * (tree_cpu_seconds(server.root_pid) - cpu_before[server.name]) / idle_for
+            mem = server.memory()
+            mem["cpu_pct"] = 100 * (server.cpu_seconds() - cpu_before[server.name]) / idle_for
             record["idle"][server.name] = mem
             say(
-                f"server: {server.name} idle: RSS {mem['rss_mib']:.0f} MiB, PSS {mem['pss_mib']:.0f} MiB, "
+                f"server: {server.name} idle (pod cgroup): RSS {mem['rss_mib']:.0f} MiB, usage - cache "
+                f"{mem['usage_minus_cache_mib']:.0f} MiB, PSS {mem['pss_mib']:.0f} MiB, "
                 f"{mem['processes']} processes, {mem['cpu_pct']:.1f} % of a core"
             )
         for server in order:
@@ -123,7 +129,10 @@ def _series(repeats: list[dict], pick: Any) -> list[float]:
 # figure name -> (unit, how to read it from one server's share of a repeat record)
 PER_SERVER: dict[str, tuple[str, Any]] = {
     "start_to_health_s": ("s", lambda rec, name: rec["start"][name]["start_to_health_s"]),
+    "scale_to_pod_health_s": ("s", lambda rec, name: rec["start"][name]["scale_to_pod_health_s"]),
+    "scale_to_service_health_s": ("s", lambda rec, name: rec["start"][name]["scale_to_service_health_s"]),
     "idle_rss_mib": ("MiB", lambda rec, name: rec["idle"][name]["rss_mib"]),
+    "idle_usage_mib": ("MiB", lambda rec, name: rec["idle"][name]["usage_minus_cache_mib"]),
     "idle_pss_mib": ("MiB", lambda rec, name: rec["idle"][name]["pss_mib"]),
     "processes": ("", lambda rec, name: rec["idle"][name]["processes"]),
     "idle_cpu_pct": ("%", lambda rec, name: rec["idle"][name]["cpu_pct"]),
@@ -148,12 +157,6 @@ def figures(repeats: list[dict]) -> dict[str, Any]:
         out["ours"][key] = summary(series["ours"])
         out["defaults"][key] = summary(series["defaults"])
         out["ratio"][key] = summary(ratios(series["ours"], series["defaults"]))
-    out["ours"]["scale_to_service_health_s"] = summary(
-        _series(repeats, lambda rec: rec["start"]["ours"]["scale_to_service_health_s"])
-    )
-    out["ours"]["scale_to_pod_health_s"] = summary(
-        _series(repeats, lambda rec: rec["start"]["ours"]["scale_to_pod_health_s"])
-    )
     raw = _series(repeats, lambda rec: rec["load"]["raw_s3"]["mb_per_s"])
     out["raw_s3_mb_per_s"] = summary(raw)
     for name in ("ours", "defaults"):

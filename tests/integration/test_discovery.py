@@ -134,8 +134,6 @@ def stand_in_code_server(login: dict[str, str], image: str) -> list[dict[str, An
                 "template": {
                     "metadata": {"labels": {"app": CODE_SERVER}},
                     "spec": {
-                        # The pod runner's node: the container really runs (bash, fish, curl of the host).
-                        "nodeSelector": {"mlstack.io/pod-runner": "true"},
                         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                         "containers": [container],
                     },
