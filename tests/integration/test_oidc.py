@@ -147,3 +147,68 @@ def test_admin_logs_in_through_keycloak_in_a_real_browser(
         finally:
             page.screenshot(path=str(artifacts / "oidc-login-last.png"))
             browser.close()
+
+
+def test_a_200_mb_artifact_goes_up_through_the_public_host(
+    stack_env: dict[str, str], deployment: dict[str, str]
+) -> None:
+    """Through Traefik (the Ingress's unlimited body size honoured) and MLflow's proxy into the bucket."""
+    import hashlib
+    import http.client
+    import socket
+    import ssl
+
+    import boto3
+    from botocore.config import Config
+
+    token = token_for(stack_env, deployment, stack_env["PLATFORM_ADMIN_USER"], stack_env["PLATFORM_ADMIN_PASSWORD"])
+    context = ssl.create_default_context(cafile=stack_env["MLSTACK_CA_CERT"])
+    address = ("127.0.0.1", int(stack_env.get("INGRESS_HTTPS_PORT", "443")))
+
+    def call(method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        connection = http.client.HTTPSConnection(PUBLIC_HOST, address[1], context=context, timeout=600)
+        # Like curl --resolve: the public name (SNI, Host, certificate check), the ingress's address.
+        connection._create_connection = lambda *_args, **_kw: socket.create_connection(address, timeout=600)  # type: ignore[attr-defined]
+        try:
+            sent = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})}
+            connection.request(method, path, body=body, headers=sent)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    status, body = call("POST", "/api/2.0/mlflow/experiments/create", json.dumps({"name": f"big-{os.getpid()}"}))
+    assert status == 200, body[:300]
+    experiment_id = json.loads(body)["experiment_id"]
+    status, body = call("POST", "/api/2.0/mlflow/runs/create", json.dumps({"experiment_id": experiment_id}))
+    run_id = json.loads(body)["run"]["info"]["run_id"]
+    size, block = 200 * 1024 * 1024, os.urandom(1024 * 1024)
+    digest = hashlib.sha256()
+
+    def chunks():  # noqa: ANN202
+        for _ in range(size // len(block)):
+            digest.update(block)
+            yield block
+
+    path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/big.bin"
+    status, body = call(
+        "PUT", path, chunks(), {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+    )
+    assert status == 200, body[:300]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack_env["S3_ENDPOINT_URL"],
+        aws_access_key_id=stack_env["S3_ACCESS_KEY"],
+        aws_secret_access_key=stack_env["S3_SECRET_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    stored = s3.head_object(Bucket="mlflow", Key=f"artifacts/{experiment_id}/{run_id}/artifacts/big.bin")
+    assert stored["ContentLength"] == size
+    streamed = hashlib.sha256()
+    for part in s3.get_object(Bucket="mlflow", Key=f"artifacts/{experiment_id}/{run_id}/artifacts/big.bin")[
+        "Body"
+    ].iter_chunks(1024 * 1024):
+        streamed.update(part)
+    assert streamed.hexdigest() == digest.hexdigest()
+    call("POST", "/api/2.0/mlflow/experiments/delete", json.dumps({"experiment_id": experiment_id}))
