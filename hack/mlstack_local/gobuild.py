@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from .base import Context
-from .proc import run_logged, say
+from .proc import StackError, run_logged, say
 
 GO_ENV = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-buildvcs=false"}
 
@@ -84,16 +84,20 @@ def version_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def _module_dir(module: str, version: str, cwd: Path) -> Path:
+def module_dir(module: str, version: str, cwd: Path) -> Path:
+    """A module's directory in the Go module cache (downloaded if missing, e.g. after a cache clean)."""
+    cwd.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(  # noqa: S603
         ["go", "mod", "download", "-json", f"{module}@{version}"],  # noqa: S607
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         env={**os.environ, **GO_ENV},
         cwd=cwd,
-    ).stdout
-    return Path(json.loads(out)["Dir"])
+    )
+    if out.returncode != 0:
+        raise StackError(f"go mod download {module}@{version} failed:\n{out.stdout}{out.stderr}")
+    return Path(json.loads(out.stdout)["Dir"])
 
 
 KUBERNETES_COMMANDS = [
@@ -114,7 +118,7 @@ def build_kubernetes(ctx: Context, version: str) -> Path:
     src.mkdir(parents=True, exist_ok=True)
     target.mkdir(parents=True, exist_ok=True)
     say(f"    fetching k8s.io/kubernetes {version} from the Go module proxy")
-    kube_dir = _module_dir("k8s.io/kubernetes", version, src)
+    kube_dir = module_dir("k8s.io/kubernetes", version, src)
     (src / "go.mod").write_text(kubernetes_wrapper_go_mod(version, (kube_dir / "go.mod").read_text()))
     imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{cmd}"' for cmd in KUBERNETES_COMMANDS)
     (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")

@@ -26,7 +26,7 @@ from typing import Any
 
 from .base import Context
 from .config import BIND, PORTS, VERSIONS, Paths
-from .gobuild import GO_ENV, go_install
+from .gobuild import go_install, module_dir
 from .proc import StackError, http_status, recorded_pid, say, start_daemon, stop, tcp_open, wait_until
 from .secrets import read_env_file
 
@@ -255,21 +255,6 @@ def kubectl(kenv: dict[str, str], *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def module_dir(version: str, cwd: Path) -> Path:
-    """The sealed-secrets module in the Go module cache (downloaded again if the cache was cleaned)."""
-    out = subprocess.run(  # noqa: S603
-        ["go", "mod", "download", "-json", f"{MODULE}@{version}"],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **GO_ENV},
-        cwd=cwd,
-    )
-    if out.returncode != 0:
-        raise StackError(f"go mod download {MODULE}@{version} failed:\n{out.stdout}{out.stderr}")
-    return Path(json.loads(out.stdout)["Dir"])
-
-
 def fetch_certificate(url: str) -> bytes | None:
     try:
         with urllib.request.urlopen(f"{url}/v1/cert.pem", timeout=5) as response:  # noqa: S310 - loopback
@@ -309,7 +294,7 @@ class SealedSecrets:
 
     def _find_crd(self, ctx: Context) -> Path:
         ctx.paths.cache.mkdir(parents=True, exist_ok=True)
-        crd = module_dir(VERSIONS["sealed_secrets"], ctx.paths.cache) / CRD_IN_MODULE
+        crd = module_dir(MODULE, VERSIONS["sealed_secrets"], ctx.paths.cache) / CRD_IN_MODULE
         if not crd.is_file():
             raise StackError(f"the SealedSecret CRD is not at {crd}")
         return crd

@@ -41,7 +41,7 @@ import yaml
 
 from .base import Context
 from .config import BIND, PORTS, VERSIONS, Paths
-from .gobuild import GO_ENV, binaries_present
+from .gobuild import GO_ENV, binaries_present, module_dir
 from .proc import StackError, http_status, recorded_pid, run_logged, say, start_daemon, stop, tcp_open, wait_until
 from .secrets import read_env_file
 
@@ -197,22 +197,6 @@ def patch_dns_registry(source: str, drop: tuple[str, ...] = UNSERVED_DNS_PROVIDE
 def version_ldflags(version: str) -> str:
     package = f"{MODULE}/pkg/version"
     return f"-s -w -X {package}.Version={version} -X {package}.BuildDate=1970-01-01T00:00:00Z"
-
-
-def module_dir(module: str, version: str, cwd: Path) -> Path:
-    """A module's directory in the Go module cache (downloaded if missing)."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(  # noqa: S603
-        ["go", "mod", "download", "-json", f"{module}@{version}"],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **GO_ENV},
-        cwd=cwd,
-    )
-    if out.returncode != 0:
-        raise StackError(f"go mod download {module}@{version} failed:\n{out.stdout}{out.stderr}")
-    return Path(json.loads(out.stdout)["Dir"])
 
 
 def required_version(go_mod: str, module: str) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,18 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def wait_for(what: str, check, timeout: float = 120.0, interval: float = 1.0):  # noqa: ANN001, ANN201
+    """Poll ``check`` until it returns something truthy, and return that; fail with the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
 def service_url(kubectl: Kubectl, namespace: str, name: str = "mlflow") -> str:

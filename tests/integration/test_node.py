@@ -10,13 +10,12 @@ import base64
 import json
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any
 
 import pytest
 
-from .conftest import REPO_ROOT, Kubectl, restricted_container, unavailable
+from .conftest import REPO_ROOT, Kubectl, restricted_container, unavailable, wait_for
 
 sys.path.insert(0, str(REPO_ROOT / "hack"))
 
@@ -24,17 +23,6 @@ from mlstack_local.network import drop_counter  # noqa: E402
 
 NODE = "mlstack-node"
 NAMESPACE = "mlflow"
-
-
-def wait_for(what: str, check, timeout: float = 120.0, interval: float = 1.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

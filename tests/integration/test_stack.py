@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,17 +16,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from .conftest import Kubectl
-
-
-def wait_for(what: str, check, timeout: float = 90.0, interval: float = 1.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
 
 
 def test_server_reports_the_built_version(kubectl: Kubectl) -> None:
