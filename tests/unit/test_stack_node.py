@@ -175,3 +175,10 @@ def test_a_stale_ready_status_does_not_count() -> None:
 def test_kube_chains_reads_declared_chains_only() -> None:
     saved = "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n-A INPUT -j KUBE-FIREWALL\nCOMMIT\n"
     assert node.kube_chains(saved) == ["KUBE-FIREWALL"]
+
+
+def test_the_tracking_uri_is_the_services_cluster_ip() -> None:
+    from mlstack_local.endpoint import service_url
+
+    service = {"metadata": {"name": "mlflow"}, "spec": {"clusterIP": "10.96.0.20", "ports": [{"port": 5000}]}}
+    assert service_url(service) == "http://10.96.0.20:5000"
