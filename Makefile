@@ -15,7 +15,7 @@ PLAYBOOK := $(WITH_ENV) $(VENV)/bin/ansible-playbook -i inventory/local
 .PHONY: help venv up down status deploy test lint unit integration molecule bench clean system-deps
 
 help:
-	@echo "make deploy   - start the local stack and deploy MLflow on it (first run builds for ~15-25 min)"
+	@echo "make deploy   - start the local stack and deploy MLflow on it (first run builds for ~25-30 min)"
 	@echo "make test     - lint, unit tests, integration tests and Molecule scenarios on the local stack"
 	@echo "make up|down|status - the local stack alone;  make bench - benchmarks"
 

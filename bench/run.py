@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     require_env("KUBECONFIG", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "S3_ENDPOINT_URL")
     require_env("S3_ACCESS_KEY", "S3_SECRET_KEY")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for old_log in OUT_DIR.glob("logs/*-server.log"):  # the servers' logs are appended to during a run
+        old_log.unlink()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results: dict[str, Any] = {
         "meta": {

@@ -14,6 +14,7 @@ SERVER_ROWS = (
     ("start_to_health_s", "start -> /health (root process age), s", 1),
     ("scale_to_pod_health_s", "scale 0->1 -> pod IP /health, s", 1),
     ("scale_to_service_health_s", "scale 0->1 -> Service /health, s", 1),
+    ("scale_to_quiet_s", "scale 0->1 -> quiet (CPU < 10 % for 10 s), s", 1),
     ("idle_rss_mib", "idle RSS, pod cgroup (total_rss), MiB", 0),
     ("idle_usage_mib", "idle usage - cache, pod cgroup, MiB", 0),
     ("idle_pss_mib", "idle PSS, sum over the pod's processes, MiB", 0),

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from typing import Any
 
-from .common import Ticker, ratios, say, summary
+from .common import BenchError, Ticker, ratios, say, summary
 from .deploy import BENCH_VARS
 from .load import Workload, experiment_id, run_load
 from .servers import Defaults, Ours, PodServer, start_timed
 
 SEED_RUNS = 200  # runs in the searched experiment (searches return 50 of them)
 LOADS = ("runs", "search", "upload")
+SETTLE_CPU = 0.10  # a pod is quiet when it used less than this share of one core ...
+SETTLE_WINDOW = 10.0  # ... over this many seconds
+SETTLE_MAX = 150.0  # longest wait for both pods to get quiet before the idle window
 
 
 def _prepare(server: PodServer, clients: int) -> dict[str, str]:
@@ -54,6 +59,77 @@ def _load(
     return result
 
 
+class CpuSampler:
+    """Samples each started pod's CPU counter once a second in a thread, from the starts to the end of _settle."""
+
+    def __init__(self, servers: list[PodServer]) -> None:
+        self.servers = servers
+        self.series: dict[str, list[tuple[float, float]]] = {server.name: [] for server in servers}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            for server in self.servers:
+                if server.cgroup is not None:
+                    try:
+                        self.series[server.name].append((time.monotonic(), server.cpu_seconds()))
+                    except (OSError, BenchError):
+                        pass
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def quiet_since(self, name: str, after: float) -> float | None:
+        """Start of the first SETTLE_WINDOW after ``after`` in which the pod used < SETTLE_CPU of a core."""
+        series = [sample for sample in list(self.series[name]) if sample[0] >= after]
+        for i, (at, cpu) in enumerate(series):
+            later = next(((t, c) for t, c in series[i + 1 :] if t - at >= SETTLE_WINDOW), None)
+            if later is None:
+                return None
+            if (later[1] - cpu) / (later[0] - at) < SETTLE_CPU:
+                return at
+        return None
+
+
+def _settle(sampler: CpuSampler, servers: list[PodServer], record: dict[str, Any]) -> None:
+    """Wait until each pod is quiet (CPU under SETTLE_CPU of a core for SETTLE_WINDOW s), at most SETTLE_MAX s.
+
+    MLflow's default job runner starts its huey consumers up to a minute after the server answers /health
+    on this machine: without this wait they would run during the idle window or the first loads, on the
+    cores the other server uses. Records when each pod got quiet, from its scale 0 -> 1.
+    """
+    pending = {server.name: server for server in servers}
+    deadline = time.monotonic() + SETTLE_MAX
+    with Ticker("waiting for the servers to get quiet", detail=lambda: ", ".join(pending)):
+        while pending and time.monotonic() < deadline:
+            for name, server in list(pending.items()):
+                healthy_at = server.scaled_at + record["start"][name]["scale_to_pod_health_s"]
+                since = sampler.quiet_since(name, healthy_at)
+                if since is not None:
+                    record["start"][name]["scale_to_quiet_s"] = since - server.scaled_at
+                    del pending[name]
+            time.sleep(1.0)
+    for name in pending:
+        record["start"][name]["scale_to_quiet_s"] = None
+    quiet = {name: rec.get("scale_to_quiet_s") for name, rec in record["start"].items()}
+    parts = ", ".join(f"{name} {'-' if at is None else format(at, '.1f') + ' s'}" for name, at in quiet.items())
+    say(f"server: quiet (CPU < {100 * SETTLE_CPU:.0f} % of a core for {SETTLE_WINDOW:.0f} s) after scale 0->1: {parts}")
+    # Each pod's CPU in % of a core over the 1 s samples, by seconds since its scale 0 -> 1 (in the JSON).
+    record["cpu_trace"] = {
+        server.name: [
+            [round(t1 - server.scaled_at, 1), round(100 * (c1 - c0) / (t1 - t0), 1)]
+            for (t0, c0), (t1, c1) in itertools.pairwise(sampler.series[server.name])
+        ]
+        for server in servers
+    }
+
+
 def run_server_bench(ours: Ours, defaults: Defaults, repeats: int, clients: int, duration: float, idle: float) -> dict:
     servers: dict[str, PodServer] = {"ours": ours, "defaults": defaults}
     data: dict[str, Any] = {
@@ -73,13 +149,15 @@ def run_server_bench(ours: Ours, defaults: Defaults, repeats: int, clients: int,
         for server in order:
             server.wait_stopped()
         record: dict[str, Any] = {"order": names, "start": {}, "idle": {}, "load": {}}
-        for server in order:
-            record["start"][server.name] = start_timed(server, f"repeat {repeat + 1}")
-        say(f"server: both up; idling {idle:.0f} s before sampling memory")
-        idle_from = time.monotonic()
-        if repeat == 0:
+        with CpuSampler(order) as sampler:
             for server in order:
-                data["config"][server.name]["version"] = server.version()
+                record["start"][server.name] = start_timed(server, f"repeat {repeat + 1}")
+            if repeat == 0:
+                for server in order:
+                    data["config"][server.name]["version"] = server.version()
+            _settle(sampler, order, record)
+        say(f"server: both up and quiet; idling {idle:.0f} s before sampling memory")
+        idle_from = time.monotonic()
         cpu_before = {server.name: server.cpu_seconds() for server in order}
         with Ticker("idle"):
             time.sleep(idle)
@@ -131,6 +209,7 @@ PER_SERVER: dict[str, tuple[str, Any]] = {
     "start_to_health_s": ("s", lambda rec, name: rec["start"][name]["start_to_health_s"]),
     "scale_to_pod_health_s": ("s", lambda rec, name: rec["start"][name]["scale_to_pod_health_s"]),
     "scale_to_service_health_s": ("s", lambda rec, name: rec["start"][name]["scale_to_service_health_s"]),
+    "scale_to_quiet_s": ("s", lambda rec, name: rec["start"][name]["scale_to_quiet_s"]),
     "idle_rss_mib": ("MiB", lambda rec, name: rec["idle"][name]["rss_mib"]),
     "idle_usage_mib": ("MiB", lambda rec, name: rec["idle"][name]["usage_minus_cache_mib"]),
     "idle_pss_mib": ("MiB", lambda rec, name: rec["idle"][name]["pss_mib"]),
