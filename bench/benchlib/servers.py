@@ -338,6 +338,12 @@ class PodServer:
             if self.pod_ip and pod_health_at is None:
                 if http_status(f"http://{self.pod_ip}:{pod_port}/health", timeout=0.5) == 200:
                     pod_health_at = time.monotonic()
+            if pod_health_at is not None and self.root_pid is None and time.monotonic() - pod_health_at > 30:
+                uid = pod.metadata.uid if pod is not None else "?"
+                raise BenchError(
+                    f"{self.name}: no cgroup of pod {self.pod_name} (pod{uid}) with the container's processes "
+                    f"under {CGROUP_BASE}/{{memory,cpuacct}}/.../kubepods (cgroup v1 and the cgroupfs driver expected)"
+                )
             if pod_health_at is not None and self.root_pid is not None and age_at_health is None:
                 age = process_age(self.root_pid)
                 age_at_health = None if age is None else age - (time.monotonic() - pod_health_at)
