@@ -264,7 +264,7 @@ def corefile(kubeconfig: Path) -> str:
 """
 
 
-def cluster_objects(tools_image: str, volumes: Path) -> list[dict[str, object]]:
+def cluster_objects() -> list[dict[str, object]]:
     """RBAC for CoreDNS and the provisioner (their client certificates' users), and the storage setup."""
 
     def cluster_role(name: str, rules: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -676,7 +676,7 @@ class Node:
             "--force-conflicts",
             "-f",
             "-",
-            stdin="\n---\n".join(json.dumps(o) for o in cluster_objects(tools_image, volumes)),
+            stdin="\n---\n".join(json.dumps(o) for o in cluster_objects()),
         )
         if recorded_pid(ctx.paths, "coredns") is None:
             conf = state / "Corefile"

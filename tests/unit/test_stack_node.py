@@ -115,7 +115,7 @@ def test_mounts_under_finds_only_our_prefixes(tmp_path: Path) -> None:
 
 
 def test_cluster_objects_grant_coredns_read_only() -> None:
-    objects = node.cluster_objects("localhost/mlstack/tools:1", Path("/v"))
+    objects = node.cluster_objects()
     role = next(o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "mlstack:coredns")
     assert {verb for rule in role["rules"] for verb in rule["verbs"]} == {"list", "watch"}
     storage = next(o for o in objects if o["kind"] == "StorageClass")
