@@ -55,6 +55,19 @@ CASES = {
         ("ADMIN_PASSWORD",),
         "ADMIN_PASSWORD is not set",
     ),
+    "zero replicas": ({"mlflow_replicas": 0}, (), "mlflow_replicas must be a whole number of at least 1"),
+    "negative workers": ({"mlflow_workers": "-2"}, (), "mlflow_workers empty (one per CPU of the limit)"),
+    "database name over 63 bytes": (
+        {"mlflow_db_name": "m" * 64},
+        (),
+        "must be lowercase PostgreSQL identifiers of at most 63 bytes",
+    ),
+    "quoted database user": (
+        {"mlflow_db_user": "mlflow'; drop"},
+        (),
+        "must be lowercase PostgreSQL identifiers",
+    ),
+    "trailing newline": ({"mlflow_hostname": "mlflow.mlstack.test\n"}, (), "mlflow_hostname must be a DNS name"),
     "harbor token": ({}, ("HARBOR_ROBOT_TOKEN", "REGISTRY_PASSWORD"), "HARBOR_ROBOT_TOKEN is not set"),
 }
 
