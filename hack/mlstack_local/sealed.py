@@ -7,8 +7,8 @@ the real directory behind ``/var/run`` holding a service-account token, the clus
 Nothing is written outside the state directory, and the host's ``/run`` is untouched.
 
 Its HTTP API (``/healthz``, ``/v1/cert.pem``, ``/v1/verify``) listens on 127.0.0.1 only; ``kubeseal``
-gets the certificate as a file (``--cert``), because fetching it through the API server's service
-proxy would go to KWOK's fake pod IPs.
+gets the certificate as a file (``--cert``): the controller is a host process, not a pod behind a
+Service, so kubeseal's default fetch through the API server's service proxy finds nothing.
 """
 
 from __future__ import annotations

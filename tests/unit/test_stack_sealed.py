@@ -38,7 +38,7 @@ def view(server: str, ca: bytes | None = CA_PEM) -> dict[str, object]:
     cluster: dict[str, str] = {"server": server}
     if ca is not None:
         cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
-    return {"clusters": [{"name": "kwok-mlstack", "cluster": cluster}]}
+    return {"clusters": [{"name": "mlstack", "cluster": cluster}]}
 
 
 def test_component_identity() -> None:

@@ -351,7 +351,7 @@ def view(server: str = SERVER, ca: bytes | None = CA_PEM) -> dict[str, Any]:
     cluster: dict[str, str] = {"server": server}
     if ca is not None:
         cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
-    return {"clusters": [{"name": "kwok-mlstack", "cluster": cluster}]}
+    return {"clusters": [{"name": "mlstack", "cluster": cluster}]}
 
 
 def test_apiserver_from_view() -> None:
