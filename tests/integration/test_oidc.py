@@ -17,8 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser
+from playwright.sync_api import Error as PlaywrightError
 
-from .conftest import REPO_ROOT, Kubectl, service_url, state_dir, unavailable
+from .conftest import REPO_ROOT, Kubectl, service_url, state_dir, unavailable, wait_for
 
 PUBLIC_HOST = "mlflow.mlstack.test"
 NAMESPACE = "mlflow"
@@ -103,7 +105,7 @@ def test_admin_token_lets_the_mlflow_client_log_a_run(stack_env: dict[str, str],
 
 
 def test_admin_logs_in_through_keycloak_in_a_real_browser(
-    stack_env: dict[str, str], deployment: dict[str, str]
+    stack_env: dict[str, str], deployment: dict[str, str], kubectl: Kubectl
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -128,25 +130,48 @@ def test_admin_logs_in_through_keycloak_in_a_real_browser(
                 f"--host-resolver-rules=MAP {PUBLIC_HOST} 127.0.0.1:{https_port}",
             ],
         )
-        # Chromium has its own trust store; the certificate itself is checked by the ingress tests.
-        context = browser.new_context(ignore_https_errors=True)
-        page = context.new_page()
         try:
-            page.goto(f"https://{PUBLIC_HOST}/", wait_until="domcontentloaded", timeout=60_000)
-            page.wait_for_selector("#username", timeout=60_000)
-            assert page.url.startswith(stack_env["KEYCLOAK_URL"]), page.url
-            page.fill("#username", stack_env["PLATFORM_ADMIN_USER"])
-            page.fill("#password", stack_env["PLATFORM_ADMIN_PASSWORD"])
-            page.click("#kc-login")
-            page.wait_for_url(f"https://{PUBLIC_HOST}/**", timeout=60_000)
-            # The UI keeps polling, so wait for content rather than for the network to go idle.
-            page.get_by_text("Experiments").first.wait_for(timeout=60_000)
-            page.get_by_text("Logout").first.wait_for(timeout=30_000)
-            page.screenshot(path=str(artifacts / "oidc-login.png"), full_page=True)
-            assert page.url.startswith(f"https://{PUBLIC_HOST}/")
+            # Chromium aborts a navigation with ERR_NETWORK_CHANGED when the machine's interfaces change,
+            # and on the node they do whenever a pod's veth comes or goes (the namespaces of earlier
+            # tests are still being torn down). Let those settle, then allow a bounded retry.
+            wait_for("earlier test namespaces to be gone", lambda: not terminating_namespaces(kubectl), timeout=180)
+            for attempt in range(3):
+                try:
+                    log_in(browser, stack_env, artifacts)
+                    break
+                except PlaywrightError as err:
+                    if "ERR_NETWORK_CHANGED" not in str(err) or attempt == 2:
+                        raise
         finally:
-            page.screenshot(path=str(artifacts / "oidc-login-last.png"))
             browser.close()
+
+
+def terminating_namespaces(kubectl: Kubectl) -> list[str]:
+    items = json.loads(kubectl.run("get", "namespaces", "-o", "json").stdout)["items"]
+    return [n["metadata"]["name"] for n in items if n.get("status", {}).get("phase") == "Terminating"]
+
+
+def log_in(browser: Browser, stack_env: dict[str, str], artifacts: Path) -> None:
+    """Open the UI, log in on Keycloak's page, and land in MLflow; screenshots in ``artifacts``."""
+    # Chromium has its own trust store; the certificate itself is checked by the ingress tests.
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    try:
+        page.goto(f"https://{PUBLIC_HOST}/", wait_until="domcontentloaded", timeout=60_000)
+        page.wait_for_selector("#username", timeout=60_000)
+        assert page.url.startswith(stack_env["KEYCLOAK_URL"]), page.url
+        page.fill("#username", stack_env["PLATFORM_ADMIN_USER"])
+        page.fill("#password", stack_env["PLATFORM_ADMIN_PASSWORD"])
+        page.click("#kc-login")
+        page.wait_for_url(f"https://{PUBLIC_HOST}/**", timeout=60_000)
+        # The UI keeps polling, so wait for content rather than for the network to go idle.
+        page.get_by_text("Experiments").first.wait_for(timeout=60_000)
+        page.get_by_text("Logout").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts / "oidc-login.png"), full_page=True)
+        assert page.url.startswith(f"https://{PUBLIC_HOST}/")
+    finally:
+        page.screenshot(path=str(artifacts / "oidc-login-last.png"))
+        context.close()
 
 
 def test_a_200_mb_artifact_goes_up_through_the_public_host(
