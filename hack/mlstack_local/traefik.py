@@ -43,6 +43,7 @@ from .base import Context
 from .config import BIND, PORTS, VERSIONS, Paths
 from .gobuild import GO_ENV, binaries_present, module_dir
 from .proc import StackError, http_status, recorded_pid, run_logged, say, start_daemon, stop, tcp_open, wait_until
+from .sealed import as_list, write_private
 from .secrets import read_env_file
 
 NAME = "traefik"
@@ -489,19 +490,6 @@ def crd_names(files: list[Path]) -> list[str]:
             if document and document.get("kind") == "CustomResourceDefinition":
                 names.append(document["metadata"]["name"])
     return names
-
-
-def as_list(items: list[dict[str, Any]]) -> str:
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` with mode 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o600)
 
 
 # --- the component -----------------------------------------------------------------------------------
