@@ -69,6 +69,13 @@ CASES = {
     ),
     "trailing newline": ({"mlflow_hostname": "mlflow.mlstack.test\n"}, (), "mlflow_hostname must be a DNS name"),
     "harbor token": ({}, ("HARBOR_ROBOT_TOKEN", "REGISTRY_PASSWORD"), "HARBOR_ROBOT_TOKEN is not set"),
+    "backup schedule": ({"mlflow_backup_schedule": "every night"}, (), "five-field cron schedule"),
+    "gc age": ({"mlflow_gc_older_than": "30 days"}, (), "mlflow_gc_older_than a duration"),
+    "backups inside the artifacts": (
+        {"mlflow_backup_prefix": "artifacts/backups"},
+        (),
+        "apart from mlflow_artifacts_prefix",
+    ),
 }
 
 
