@@ -218,8 +218,28 @@ def cmd_fetch() -> None:
 
 # ---------------------------------------------------------------- gc
 def cmd_gc() -> None:
-    from mlflow.cli import gc
+    """`mlflow gc`, with the run artifacts the server proxies deleted straight from the artifact store.
 
+    Runs logged through a proxying server have mlflow-artifacts:/<path> artifact URIs, which `mlflow gc`
+    would delete through the tracking server's HTTP API (needing a login). The server maps <path> to
+    <artifacts destination>/<path>; this step resolves them the same way and deletes from the store.
+    """
+    from urllib.parse import urlparse
+
+    import mlflow
+    import mlflow.cli as cli
+    from mlflow.cli import gc
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "").rstrip("/")
+
+    def resolve(uri: str, *args: object, **kwargs: object):  # noqa: ANN202
+        if destination and uri.startswith("mlflow-artifacts:"):
+            uri = f"{destination}/{urlparse(uri).path.lstrip('/')}"
+        return get_artifact_repository(uri, *args, **kwargs)
+
+    cli.get_artifact_repository = resolve
+    mlflow.set_tracking_uri(os.environ["MLFLOW_BACKEND_STORE_URI"])
     args = ["--backend-store-uri", os.environ["MLFLOW_BACKEND_STORE_URI"]]
     if os.environ.get("MLFLOW_ARTIFACTS_DESTINATION"):
         args += ["--artifacts-destination", os.environ["MLFLOW_ARTIFACTS_DESTINATION"]]
