@@ -338,5 +338,7 @@ def test_filter_module_exposes_filters():
         "sealed_secret",
         "sealed_secret_fingerprint",
         "b64encode_values",
+        "maintenance_result",
+        "image_version",
     }
     assert all(callable(f) for f in filters.values())
