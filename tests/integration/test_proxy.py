@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlstack_local.images import image_specs
 from playwright.sync_api import Browser
 from playwright.sync_api import Error as PlaywrightError
 
@@ -238,9 +239,8 @@ def test_a_pod_in_another_namespace_cannot_use_mlflow_directly(
         f"curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 10 -H 'X-Auth-Request-User: {user}' "
         f"-H 'X-Mlflow-Proxy-Secret: guessed' -H 'X-Auth-Request-Groups: role:{NAME}-admin' '{url}'"
     )
-    kubectl.apply(
-        pod("direct", namespace, tools_container(stack_env["MLSTACK_TOOLS_IMAGE"], script), restartPolicy="Never")
-    )
+    tools = stack_env.get("MLSTACK_TOOLS_IMAGE") or image_specs().tools.ref
+    kubectl.apply(pod("direct", namespace, tools_container(tools, script), restartPolicy="Never"))
     wait_for("the direct probe to finish", lambda: finished(kubectl, namespace, "direct"), timeout=120)
     codes = pod_logs(kubectl, namespace, "direct").split()
     assert len(codes) == 2 and all(code in ("401", "000") for code in codes), codes
@@ -302,15 +302,21 @@ def log_in_and_create_a_run(browser: Browser, env: dict[str, str], artifacts: Pa
         page.get_by_text("Experiments").first.wait_for(timeout=60_000)
         page.screenshot(path=str(artifacts / "proxy-login.png"), full_page=True)
         # The browser's session (oauth2-proxy's cookie) is the identity: a run made with it is the admin's.
-        api = page.request
-        experiment = api.post(f"https://{HOST}/ajax-api/2.0/mlflow/experiments/create", data={"name": "proxy-browser"})
-        assert experiment.ok, experiment.text()[:300]
-        created = api.post(
-            f"https://{HOST}/ajax-api/2.0/mlflow/runs/create",
-            data={"experiment_id": experiment.json()["experiment_id"], "user_id": "somebody-else"},
+        # fetch() in the page: Chromium's own connection, resolver mapping and cookies, as the UI's calls.
+        created = page.evaluate(
+            """async () => {
+                const post = async (path, body) => {
+                    const r = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                                 body: JSON.stringify(body)});
+                    if (!r.ok) throw new Error(path + " HTTP " + r.status + " " + (await r.text()).slice(0, 300));
+                    return r.json();
+                };
+                const experiment = await post("/ajax-api/2.0/mlflow/experiments/create", {name: "proxy-browser"});
+                return post("/ajax-api/2.0/mlflow/runs/create",
+                            {experiment_id: experiment.experiment_id, user_id: "somebody-else"});
+            }"""
         )
-        assert created.ok, created.text()[:300]
-        return created.json()["run"]
+        return created["run"]
     finally:
         page.screenshot(path=str(artifacts / "proxy-login-last.png"))
         context.close()
