@@ -85,7 +85,7 @@ def _stamp_run_owner(request, username: str) -> None:  # noqa: ANN001 - flask.re
         body["user_id"] = username
 
 
-def authenticate_request_proxy():  # noqa: ANN201 - werkzeug Authorization or a 401 Response
+def authenticate_request_proxy():  # noqa: ANN201 - a werkzeug Authorization, or a Response refusing
     """MLflow ``authorization_function``: the user the proxy authenticated, or 401."""
     from flask import Response, request
     from mlflow.server.auth import store
