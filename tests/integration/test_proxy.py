@@ -185,6 +185,9 @@ def test_a_request_without_a_session_gets_the_proxys_redirect_never_mlflow(
         assert headers["location"].startswith(f"https://{HOST}/oauth2/start?rd="), headers["location"]
     status, _, _ = public(stack_env, "GET", "/api/2.0/mlflow/experiments/search", headers={"Authorization": "Bearer x"})
     assert status in (302, 401, 403)
+    # Health checks need no login; nothing below /health/ is MLflow's data.
+    assert public(stack_env, "GET", "/health")[0] == 200
+    assert public(stack_env, "GET", "/health/../api/2.0/mlflow/experiments/search")[0] == 302
     # The auth answer carries the shared secret: it is not served on the public host.
     status, headers, _ = public(stack_env, "GET", "/oauth2/auth")
     assert status == 302 and "x-mlflow-proxy-secret" not in headers
@@ -300,6 +303,8 @@ def log_in_and_create_a_run(browser: Browser, env: dict[str, str], artifacts: Pa
         page.click("#kc-login")
         page.wait_for_url(f"https://{HOST}/**", timeout=60_000)
         page.get_by_text("Experiments").first.wait_for(timeout=60_000)
+        # MLflow's UI names the user the proxy authenticated.
+        page.get_by_text(env["PLATFORM_ADMIN_USER"], exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(artifacts / "proxy-login.png"), full_page=True)
         # The browser's session (oauth2-proxy's cookie) is the identity: a run made with it is the admin's.
         # fetch() in the page: Chromium's own connection, resolver mapping and cookies, as the UI's calls.
@@ -342,6 +347,13 @@ def test_no_secret_in_args_or_config_maps(kubectl: Kubectl, deployed: Path) -> N
     )
     for value in (secret, cookie, client_secret(kubectl)):
         assert len(value) >= 16 and value not in visible
+
+
+def test_18_test_verifies_the_proxy_deployment_as_a_user(deployed: Path) -> None:
+    """/health without login, anonymous API refused, a Keycloak token through oauth2-proxy, artifacts."""
+    result = playbook(deployed, "playbooks/18_test.yaml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "0 failed" in result.stdout
 
 
 def test_a_rerun_changes_nothing(deployed: Path) -> None:
