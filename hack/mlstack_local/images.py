@@ -89,9 +89,8 @@ PAUSE_CONFIG = (
 PAUSE_IMAGE = f"{LOCAL_PREFIX}/pause:{PAUSE_VERSION}"
 
 # One image per pinned requirements file (images/mlflow/requirements-<version>.txt). The first is the
-# collection's default mlflow_image. (3.18.0 cannot be built here: the package index has mlflow 3.18.0
-# but not the mlflow-skinny/mlflow-tracing 3.18.0 it pins.)
-MLFLOW_VERSIONS = ("3.17.2", "3.16.1")
+# collection's default mlflow_image; the second is the one before it, for the upgrade tests.
+MLFLOW_VERSIONS = ("3.18.0", "3.17.2")
 MLFLOW_REVISION = "mlstack.1"
 MLFLOW_REPOSITORY = "mlflow"
 

@@ -244,6 +244,39 @@ def b64encode_values(data: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+RESULT_MARKER = "MLSTACK_RESULT "
+_IMAGE_VERSION = re.compile(r"^[^@]*:v?([0-9]+\.[0-9]+\.[0-9]+)(?:[-+._][A-Za-z0-9_.+-]*)?\Z")
+
+
+def image_version(image: Any) -> str:
+    """The MLflow release an image tag names (``reg/mlflow:3.18.0-mlstack.1`` -> ``3.18.0``), else ''.
+
+    Digests and other tags name no release: callers treat '' as unknown.
+    """
+    if not isinstance(image, str):
+        return ""
+    match = _IMAGE_VERSION.match(image.strip())
+    return match.group(1) if match else ""
+
+
+def maintenance_result(log_lines: Any, default: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON result a maintenance Job printed (a line starting ``MLSTACK_RESULT ``), else ``default``.
+
+    The last such line wins; lines that are not valid JSON are ignored, so a half-written log never
+    fails the task that reads it (the task after it judges the result).
+    """
+    found: dict[str, Any] | None = None
+    for line in log_lines or []:
+        if isinstance(line, str) and line.startswith(RESULT_MARKER):
+            try:
+                value = json.loads(line[len(RESULT_MARKER) :])
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                found = value
+    return found if found is not None else dict(default or {})
+
+
 class FilterModule:
     """mlstack.mlflow filters."""
 
@@ -254,4 +287,6 @@ class FilterModule:
             "sealed_secret": sealed_secret,
             "sealed_secret_fingerprint": sealed_secret_fingerprint,
             "b64encode_values": b64encode_values,
+            "maintenance_result": maintenance_result,
+            "image_version": image_version,
         }

@@ -87,30 +87,12 @@ deleted_objects:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mlstack.mlflow.plugins.module_utils._s3 import CONNECTION_ARGS, HAS_BOTO3, make_client
 
 try:
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
-
-    HAS_BOTO3 = True
-except ImportError:
-    HAS_BOTO3 = False
-
-
-def make_client(params: dict[str, Any]) -> Any:
-    verify: bool | str = params["validate_certs"]
-    if verify and params["ca_bundle"]:
-        verify = params["ca_bundle"]
-    return boto3.client(
-        "s3",
-        endpoint_url=params["endpoint_url"],
-        aws_access_key_id=params["access_key"],
-        aws_secret_access_key=params["secret_key"],
-        region_name=params["region"],
-        verify=verify,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}),
-    )
+except ImportError:  # reported by main() through HAS_BOTO3
+    BotoCoreError = ClientError = Exception
 
 
 def bucket_exists(s3: Any, name: str) -> bool:
@@ -139,12 +121,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "name": {"type": "str", "required": True},
-            "endpoint_url": {"type": "str", "required": True},
-            "access_key": {"type": "str", "required": True, "no_log": True},
-            "secret_key": {"type": "str", "required": True, "no_log": True},
-            "region": {"type": "str", "default": "us-east-1"},
-            "validate_certs": {"type": "bool", "default": True},
-            "ca_bundle": {"type": "path"},
+            **CONNECTION_ARGS,
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "purge": {"type": "bool", "default": False},
         },

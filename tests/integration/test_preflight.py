@@ -84,6 +84,13 @@ CASES = {
         (),
         "must be HTTP header names such as X-Auth-Request-User",
     ),
+    "backup schedule": ({"mlflow_backup_schedule": "every night"}, (), "five-field cron schedule"),
+    "gc age": ({"mlflow_gc_older_than": "30 days"}, (), "mlflow_gc_older_than a duration"),
+    "backups inside the artifacts": (
+        {"mlflow_backup_prefix": "artifacts/backups"},
+        (),
+        "apart from mlflow_artifacts_prefix",
+    ),
 }
 
 

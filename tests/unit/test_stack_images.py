@@ -478,8 +478,8 @@ def test_component_is_down_without_the_registry_and_publishes_image_names(paths:
     assert env["MLSTACK_PAUSE_IMAGE"] == "localhost/mlstack/pause:3.10"
     assert env["MLSTACK_TOOLS_IMAGE"] == specs.tools.ref
     assert env["MLSTACK_TOOLS_ARCHIVE"] == str(specs.tools.archive(paths))
+    assert env["MLFLOW_IMAGE_3_18"] == "127.0.0.1:35000/mlstack/mlflow:3.18.0-mlstack.1"
     assert env["MLFLOW_IMAGE_3_17"] == "127.0.0.1:35000/mlstack/mlflow:3.17.2-mlstack.1"
-    assert env["MLFLOW_IMAGE_3_16"] == "127.0.0.1:35000/mlstack/mlflow:3.16.1-mlstack.1"
     assert HOSTILE_PASSWORD not in "".join(env.values())
 
 
