@@ -22,6 +22,7 @@ def components() -> list[Component]:
     from .kube import Kube
     from .network import Network
     from .node import Node
+    from .oauth2_proxy import OAuth2Proxy
     from .platform import Platform
     from .postgres import Postgres
     from .registry import Registry
@@ -40,6 +41,7 @@ def components() -> list[Component]:
         SealedSecrets(),
         Registry(),
         Images(),
+        OAuth2Proxy(),
         Node(),
         Traefik(),
     ]

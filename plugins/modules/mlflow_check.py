@@ -30,16 +30,16 @@ options:
   auth_mode:
     description: How the deployment authenticates (as mlflow_auth_mode).
     type: str
-    choices: [oidc, basic, none]
+    choices: [oidc, basic, proxy, none]
     default: oidc
   token_url:
-    description: Keycloak token endpoint (auth_mode=oidc).
+    description: Keycloak token endpoint (auth_mode=oidc or proxy).
     type: str
   client_id:
-    description: OIDC client id (auth_mode=oidc).
+    description: OIDC client id (auth_mode=oidc or proxy).
     type: str
   client_secret:
-    description: OIDC client secret (auth_mode=oidc), if the client is confidential.
+    description: OIDC client secret (auth_mode=oidc or proxy), if the client is confidential.
     type: str
   username:
     description: User to act as (Keycloak user for oidc, MLflow user for basic).
@@ -275,12 +275,15 @@ def run_checks(module: AnsibleModule) -> Checks:
     anonymous = client.request("GET", search)
     if params["auth_mode"] == "none":
         checks.record("API answers (auth off)", anonymous.status == 200, f"HTTP {anonymous.status}")
+    elif params["auth_mode"] == "proxy":
+        # The forward-auth service answers first: a redirect to its sign-in page, or 401.
+        checks.record("API refuses anonymous requests", anonymous.status in (302, 401), f"HTTP {anonymous.status}")
     else:
         checks.record("API refuses anonymous requests", anonymous.status == 401, f"HTTP {anonymous.status}")
     if module.check_mode:
         return checks
     auth: dict[str, str] = {}
-    if params["auth_mode"] == "oidc":
+    if params["auth_mode"] in ("oidc", "proxy"):
         try:
             token, detail = get_token(client, params)
         except (OSError, http.client.HTTPException) as err:
@@ -303,7 +306,7 @@ def main() -> None:
         argument_spec={
             "url": {"type": "str", "required": True},
             "connect_to": {"type": "str"},
-            "auth_mode": {"type": "str", "choices": ["oidc", "basic", "none"], "default": "oidc"},
+            "auth_mode": {"type": "str", "choices": ["oidc", "basic", "proxy", "none"], "default": "oidc"},
             "token_url": {"type": "str"},
             "client_id": {"type": "str"},
             "client_secret": {"type": "str", "no_log": True},
@@ -315,6 +318,7 @@ def main() -> None:
         },
         required_if=[
             ("auth_mode", "oidc", ("token_url", "client_id", "username", "password")),
+            ("auth_mode", "proxy", ("token_url", "client_id", "username", "password")),
             ("auth_mode", "basic", ("username", "password")),
         ],
         supports_check_mode=True,

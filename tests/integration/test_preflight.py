@@ -69,6 +69,21 @@ CASES = {
     ),
     "trailing newline": ({"mlflow_hostname": "mlflow.mlstack.test\n"}, (), "mlflow_hostname must be a DNS name"),
     "harbor token": ({}, ("HARBOR_ROBOT_TOKEN", "REGISTRY_PASSWORD"), "HARBOR_ROBOT_TOKEN is not set"),
+    "proxy mode without the ingress": (
+        {"mlflow_auth_mode": "proxy", "mlflow_expose": "none"},
+        (),
+        "mlflow_auth_mode is 'proxy', which needs mlflow_expose: ingress (got 'none'",
+    ),
+    "proxy mode with your own proxy but no URL": (
+        {"mlflow_auth_mode": "proxy", "mlflow_proxy_deploy_oauth2_proxy": False, "mlflow_proxy_auth_url": "ak-outpost"},
+        (),
+        "mlflow_proxy_auth_url and mlflow_proxy_signin_url must be http(s) URLs",
+    ),
+    "proxy mode with a bad header name": (
+        {"mlflow_auth_mode": "proxy", "mlflow_proxy_user_header": "X-User: admin"},
+        (),
+        "must be HTTP header names such as X-Auth-Request-User",
+    ),
     "backup schedule": ({"mlflow_backup_schedule": "every night"}, (), "five-field cron schedule"),
     "gc age": ({"mlflow_gc_older_than": "30 days"}, (), "mlflow_gc_older_than a duration"),
     "backups inside the artifacts": (
