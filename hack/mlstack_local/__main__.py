@@ -20,6 +20,7 @@ def components() -> list[Component]:
     from .images import Images
     from .keycloak import Keycloak
     from .kube import Kube
+    from .metallb import MetalLB
     from .network import Network
     from .node import Node
     from .platform import Platform
@@ -42,6 +43,7 @@ def components() -> list[Component]:
         Images(),
         Node(),
         Traefik(),
+        MetalLB(),
     ]
 
 
