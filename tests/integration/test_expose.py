@@ -1,13 +1,14 @@
 """mlflow_expose on the local stack: Ingress, Gateway API HTTPRoute, NodePort and LoadBalancer.
 
 One MLflow in namespace ``t10a-expose`` goes through every mode in turn, the way an operator would
-switch: ingress -> httproute -> ingress -> nodeport -> loadbalancer -> ingress. Each switch must
+switch: ingress -> httproute -> ingress -> httproute on its own Gateway -> nodeport -> loadbalancer
+-> ingress. Each switch must
 converge with nothing left of the previous mode (Ingress, HTTPRoute, copied certificate, node port,
 load balancer address) and a re-run must report ``changed=0``. Proven as a user would:
 
 - httproute: playbooks/18_test.yaml passes through Traefik's Gateway API provider (the stack's
   Gateway ``traefik/mlstack`` with the wildcard certificate, verified against the stack's CA) while
-  the Ingress is absent;
+  the Ingress is absent, and again on a Gateway the collection creates in the namespace;
 - nodeport and loadbalancer: an MLflow client round trip (experiment, run, metric, artifact in the
   bucket) on the node IP's node port, and on the address MetalLB's controller assigned (the
   ``metallb`` stack component), from the host; MLflow's --allowed-hosts lists exactly what the client
@@ -247,9 +248,32 @@ def test_switching_back_to_ingress_removes_the_httproute(env: dict[str, str], ku
     assert_18_test_passes(tmp_path)
 
 
+def test_httproute_on_a_gateway_the_collection_creates(env: dict[str, str], kubectl: Kubectl, tmp_path: Path) -> None:
+    deploy_converged(
+        tmp_path,
+        mlflow_expose="httproute",
+        mlflow_gateway_create=True,
+        mlflow_gateway_class="traefik",
+        mlflow_gateway_name="mlflow",
+        mlflow_gateway_namespace="",
+        mlflow_gateway_section="",
+    )
+    assert not exists(kubectl, "ingress")
+    gateway = kubectl.get("gateway", "mlflow", NAME)
+    (listener,) = gateway["spec"]["listeners"]
+    assert listener["hostname"] == f"{NAME}.mlstack.test" and listener["port"] == 443
+    assert listener["tls"]["certificateRefs"][0]["name"] == "mlflow-tls"
+    assert exists(kubectl, "secret", "mlflow-tls")  # the certificate copied for the Gateway
+    route = kubectl.get("httproute", "mlflow", NAME)
+    assert route["spec"]["parentRefs"][0]["namespace"] == NAME and route["spec"]["parentRefs"][0]["name"] == "mlflow"
+    assert_18_test_passes(tmp_path)
+
+
 def test_nodeport_answers_a_client_on_the_node_ip(env: dict[str, str], kubectl: Kubectl, tmp_path: Path) -> None:
     deploy_converged(tmp_path, mlflow_expose="nodeport", mlflow_node_port=NODE_PORT)
-    assert not exists(kubectl, "ingress")
+    # Nothing of the previous mode: neither its HTTPRoute, nor the Gateway it created, nor its certificate.
+    for kind, name in [("ingress", "mlflow"), ("httproute", "mlflow"), ("gateway", "mlflow"), ("secret", "mlflow-tls")]:
+        assert not exists(kubectl, kind, name), f"{kind}/{name} left"
     svc = service(kubectl)
     assert svc["spec"]["type"] == "NodePort"
     assert svc["spec"]["ports"][0]["nodePort"] == NODE_PORT
@@ -266,8 +290,6 @@ def test_loadbalancer_answers_a_client_on_the_assigned_address(
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["loadBalancerSourceRanges"] == ["10.89.0.0/24"]
     assert svc["status"]["loadBalancer"]["ingress"][0]["ip"] == LB_ADDRESS
-    # The node port the previous mode fixed is not kept: the load balancer's own is allocated.
-    assert svc["spec"]["ports"][0]["nodePort"] != NODE_PORT
     hosts = allowed_hosts(kubectl)
     assert f"{LB_ADDRESS}:5000" in hosts
     assert not any(host.endswith(f":{NODE_PORT}") for host in hosts)
