@@ -310,6 +310,9 @@ def test_uninstall_removes_what_the_mode_created(
     env: dict[str, str], kubectl: Kubectl, tmp_path: Path, mode: str
 ) -> None:
     extra: dict[str, object] = LOADBALANCER if mode == "loadbalancer" else {"mlflow_expose": mode}
+    # 19 removed the OIDC client secret with the other Secrets: 10 stores it again (as site.yml would).
+    keycloak = playbook(tmp_path, "playbooks/10_configure_keycloak.yaml")
+    assert keycloak.returncode == 0, keycloak.output[-3000:]
     deploy(tmp_path, **extra)
     removed = playbook(tmp_path, "playbooks/19_uninstall.yaml", **extra)
     assert removed.returncode == 0, removed.output[-3000:]
