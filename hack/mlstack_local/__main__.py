@@ -20,6 +20,7 @@ def components() -> list[Component]:
     from .images import Images
     from .keycloak import Keycloak
     from .kube import Kube
+    from .metallb import MetalLB
     from .network import Network
     from .node import Node
     from .oauth2_proxy import OAuth2Proxy
@@ -44,6 +45,7 @@ def components() -> list[Component]:
         OAuth2Proxy(),
         Node(),
         Traefik(),
+        MetalLB(),
     ]
 
 

@@ -24,6 +24,7 @@ VERSIONS = {
     "cri_tools": "v1.34.0",
     "local_path_provisioner": "v0.0.30",
     "traefik": "v3.7.13",
+    "metallb": "v0.15.2",
 }
 
 # The node's network: a bridge whose first address is the node IP; pods get the rest of the /24.
@@ -65,6 +66,7 @@ PORTS = {
     "traefik_ping": 38080,
     "ingress_https": 443,
     "ingress_http": 80,
+    "metallb_metrics": 37472,
 }
 
 

@@ -57,6 +57,29 @@
 
 ``b64encode_values``
     Return a copy of a dict with every value base64-encoded (UTF-8), for a Secret's ``data:``.
+
+``mlflow_service_hosts``
+    The ``Host`` headers clients send when they reach MLflow through a NodePort or LoadBalancer
+    Service, for ``--allowed-hosts``: for a NodePort, every node address (``InternalIP``/``ExternalIP``)
+    with the node port; for a LoadBalancer, each address of ``status.loadBalancer.ingress`` (IP or
+    host name) with the Service port, bare as well when the port is 80 (its node ports are not the
+    way in). IPv6 addresses are bracketed.
+
+    Parameters: the Service (a dict as the API returns it), ``nodes`` (a list of Node dicts; used for
+    NodePort only). Returns a sorted list of unique str; empty for a ClusterIP Service, and for a
+    LoadBalancer that has no address yet. Example::
+
+        "{{ service | mlstack.mlflow.mlflow_service_hosts(nodes) }}"
+        # ['192.0.2.10', '192.0.2.10:80'] for a LoadBalancer on port 80 at 192.0.2.10
+
+``mlflow_route_problems``
+    Why an HTTPRoute is not (yet) served: for each parent in ``status.parents``, every condition of
+    ``Accepted`` and ``ResolvedRefs`` that is not ``True`` (with its reason and message), or a note
+    that no parent has reported yet. Parameters: the HTTPRoute (a dict as the API returns it; an empty
+    dict for a missing route). Returns a list of str, empty when every parent accepted the route and
+    resolved its backends. Example::
+
+        "{{ route | mlstack.mlflow.mlflow_route_problems | length == 0 }}"
 """
 
 from __future__ import annotations
@@ -277,6 +300,73 @@ def maintenance_result(log_lines: Any, default: Mapping[str, Any] | None = None)
     return found if found is not None else dict(default or {})
 
 
+_NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+
+
+def _host_port(host: str, port: int | None) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a host name
+    return host if port is None else f"{host}:{port}"
+
+
+def mlflow_service_hosts(service: Mapping[str, Any], nodes: list[Mapping[str, Any]] | None = None) -> list[str]:
+    """Host headers of clients reaching ``service`` on its node port or load balancer address."""
+    if not isinstance(service, Mapping):
+        raise AnsibleFilterError("mlflow_service_hosts: the input must be a Service (a dict)")
+    spec = service.get("spec") or {}
+    kind = spec.get("type", "ClusterIP")
+    ports = spec.get("ports") or []
+    if kind not in ("NodePort", "LoadBalancer") or not ports:
+        return []
+    port = ports[0]
+    hosts: set[str] = set()
+    if kind == "NodePort" and port.get("nodePort"):
+        for node in nodes or []:
+            for address in (node.get("status") or {}).get("addresses") or []:
+                if address.get("type") in _NODE_ADDRESS_TYPES and address.get("address"):
+                    hosts.add(_host_port(address["address"], int(port["nodePort"])))
+    if kind == "LoadBalancer":
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        for entry in ingress:
+            address = entry.get("ip") or entry.get("hostname")
+            if not address:
+                continue
+            hosts.add(_host_port(address, int(port["port"])))
+            if int(port["port"]) == 80:
+                hosts.add(_host_port(address, None))
+    return sorted(hosts)
+
+
+_ROUTE_CONDITIONS = ("Accepted", "ResolvedRefs")
+
+
+def mlflow_route_problems(route: Mapping[str, Any]) -> list[str]:
+    """What keeps an HTTPRoute from being served, per parent Gateway; empty when nothing does."""
+    if not isinstance(route, Mapping):
+        raise AnsibleFilterError("mlflow_route_problems: the input must be an HTTPRoute (a dict)")
+    if not route:
+        return ["the HTTPRoute does not exist"]
+    parents = (route.get("status") or {}).get("parents") or []
+    if not parents:
+        return ["no parent Gateway has reported on the HTTPRoute yet"]
+    problems = []
+    for parent in parents:
+        ref = parent.get("parentRef") or {}
+        name = "/".join(str(part) for part in (ref.get("namespace"), ref.get("name"), ref.get("sectionName")) if part)
+        conditions = {c.get("type"): c for c in parent.get("conditions") or []}
+        for kind in _ROUTE_CONDITIONS:
+            condition = conditions.get(kind)
+            if condition is None:
+                problems.append(f"{name}: no {kind} condition yet")
+            elif condition.get("status") != "True":
+                why = f"({condition.get('reason', '')}) {condition.get('message', '')}"
+                problems.append(f"{name}: {kind}={condition.get('status')} {why}".strip())
+    return problems
+
+
 class FilterModule:
     """mlstack.mlflow filters."""
 
@@ -289,4 +379,6 @@ class FilterModule:
             "b64encode_values": b64encode_values,
             "maintenance_result": maintenance_result,
             "image_version": image_version,
+            "mlflow_service_hosts": mlflow_service_hosts,
+            "mlflow_route_problems": mlflow_route_problems,
         }

@@ -91,6 +91,42 @@ CASES = {
         (),
         "apart from mlflow_artifacts_prefix",
     ),
+    "unknown exposure": ({"mlflow_expose": "route"}, (), "mlflow_expose"),
+    "node port out of range": (
+        {"mlflow_expose": "nodeport", "mlflow_node_port": 8080},
+        (),
+        "mlflow_node_port must be empty (the cluster allocates a port) or a port in 30000-32767",
+    ),
+    "node port without nodeport": (
+        {"mlflow_node_port": 30080},
+        (),
+        "is only used with mlflow_expose=nodeport (got mlflow_node_port='30080' with mlflow_expose=ingress)",
+    ),
+    "source ranges without loadbalancer": (
+        {"mlflow_loadbalancer_source_ranges": ["10.0.0.0/8"]},
+        (),
+        "are only used with mlflow_expose=loadbalancer (got mlflow_expose=ingress)",
+    ),
+    "malformed source range": (
+        {"mlflow_expose": "loadbalancer", "mlflow_loadbalancer_source_ranges": ["10.0.0.0/33"]},
+        (),
+        'every source range must be a CIDR such as 192.0.2.0/24 or 2001:db8::/32 (got ["10.0.0.0/33"])',
+    ),
+    "httproute without a gateway": (
+        {"mlflow_expose": "httproute", "mlflow_gateway_name": ""},
+        (),
+        "an HTTPRoute needs a parent Gateway",
+    ),
+    "gateway to create without a class": (
+        {"mlflow_expose": "httproute", "mlflow_gateway_create": True, "mlflow_gateway_namespace": ""},
+        (),
+        "mlflow_gateway_create: true with mlflow_gateway_class",
+    ),
+    "missing parent gateway": (
+        {"mlflow_expose": "httproute", "mlflow_gateway_name": "no-such-gateway"},
+        (),
+        "the Gateway traefik/no-such-gateway (mlflow_gateway_namespace/mlflow_gateway_name) does not exist",
+    ),
 }
 
 

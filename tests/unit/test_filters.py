@@ -13,6 +13,8 @@ from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
     b64encode_values,
     dockerconfigjson,
     mlflow_db_uri,
+    mlflow_route_problems,
+    mlflow_service_hosts,
     sealed_secret,
     sealed_secret_fingerprint,
 )
@@ -327,6 +329,96 @@ def test_sealed_secret_fingerprint_errors(cert_pem):
         sealed_secret_fingerprint({"k": "v"}, "", "mlflow", "s", SALT)
 
 
+# --- mlflow_service_hosts -------------------------------------------------------------------------
+
+NODES = [
+    {
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": "10.89.0.1"},
+                {"type": "InternalIP", "address": "fd00::1"},
+                {"type": "Hostname", "address": "node-a"},
+            ]
+        }
+    },
+    {"status": {"addresses": [{"type": "ExternalIP", "address": "203.0.113.7"}]}},
+]
+
+
+def service(kind: str, port: int = 5000, node_port: int | None = 31234, ingress: list | None = None) -> dict:
+    ports = {"name": "http", "port": port, **({"nodePort": node_port} if node_port else {})}
+    return {"spec": {"type": kind, "ports": [ports]}, "status": {"loadBalancer": {"ingress": ingress or []}}}
+
+
+def test_service_hosts_of_a_cluster_ip_service_are_none():
+    assert mlflow_service_hosts(service("ClusterIP", node_port=None), NODES) == []
+
+
+def test_service_hosts_of_a_node_port_are_every_node_address_with_the_port():
+    assert mlflow_service_hosts(service("NodePort"), NODES) == [
+        "10.89.0.1:31234",
+        "203.0.113.7:31234",
+        "[fd00::1]:31234",
+    ]
+
+
+def test_service_hosts_of_a_load_balancer_add_its_addresses_with_the_service_port():
+    lb = service("LoadBalancer", ingress=[{"ip": "10.89.0.200"}, {"hostname": "lb.example.com"}])
+    hosts = mlflow_service_hosts(lb, NODES)
+    # Only port 80 is implied by a bare host; the load balancer's node ports are not the way in.
+    assert hosts == ["10.89.0.200:5000", "lb.example.com:5000"]
+
+
+def test_service_hosts_of_a_load_balancer_on_port_80_include_the_bare_address():
+    lb = service("LoadBalancer", port=80, node_port=None, ingress=[{"ip": "10.89.0.200"}])
+    assert mlflow_service_hosts(lb, []) == ["10.89.0.200", "10.89.0.200:80"]
+
+
+def test_service_hosts_of_a_load_balancer_without_an_address_yet_are_none():
+    assert mlflow_service_hosts(service("LoadBalancer"), NODES) == []
+
+
+def test_service_hosts_refuse_a_non_dict():
+    with pytest.raises(AnsibleFilterError, match="Service"):
+        mlflow_service_hosts("mlflow")
+
+
+# --- mlflow_route_problems ------------------------------------------------------------------------
+
+
+def route(*conditions: tuple[str, str]) -> dict:
+    parent_ref = {"name": "mlstack", "namespace": "traefik", "sectionName": "websecure"}
+    return {
+        "status": {
+            "parents": [
+                {
+                    "parentRef": parent_ref,
+                    "conditions": [
+                        {"type": kind, "status": status, "reason": "R", "message": "m"} for kind, status in conditions
+                    ],
+                }
+            ]
+        }
+    }
+
+
+def test_route_accepted_with_resolved_refs_has_no_problem():
+    assert mlflow_route_problems(route(("Accepted", "True"), ("ResolvedRefs", "True"))) == []
+
+
+def test_route_problems_name_the_parent_and_the_failing_condition():
+    problems = mlflow_route_problems(route(("Accepted", "False"), ("ResolvedRefs", "True")))
+    assert problems == ["traefik/mlstack/websecure: Accepted=False (R) m"]
+
+
+def test_route_problems_of_a_route_no_gateway_reported_on():
+    assert mlflow_route_problems({"spec": {}}) == ["no parent Gateway has reported on the HTTPRoute yet"]
+    assert mlflow_route_problems({}) == ["the HTTPRoute does not exist"]
+    assert mlflow_route_problems(route(("Accepted", "True"))) == [
+        "traefik/mlstack/websecure: no ResolvedRefs condition yet"
+    ]
+
+
 # --- plugin entry point ---------------------------------------------------------------------------
 
 
@@ -340,5 +432,7 @@ def test_filter_module_exposes_filters():
         "b64encode_values",
         "maintenance_result",
         "image_version",
+        "mlflow_service_hosts",
+        "mlflow_route_problems",
     }
     assert all(callable(f) for f in filters.values())
