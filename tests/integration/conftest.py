@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -125,3 +126,38 @@ def restricted_container(name: str, image: str, command: list[str]) -> dict[str,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+
+
+RECAP = re.compile(r"^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+
+def run_playbook(
+    tmp_path: Path, name: str, variables: dict[str, Any], *args: str, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``ansible-playbook -i inventory/local <name> -e @vars.json [args]`` with the stack's environment."""
+    path = tmp_path / f"vars-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(variables))
+    return subprocess.run(  # noqa: S603
+        [
+            str(REPO_ROOT / "hack" / "with-stack-env"),
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(REPO_ROOT / "inventory" / "local"),
+            str(REPO_ROOT / name),
+            "-e",
+            f"@{path}",
+            *args,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def changed_count(output: str) -> int:
+    """The changed= total of a run's PLAY RECAP lines (the run must have printed one)."""
+    found = RECAP.findall(output)
+    assert found, f"no PLAY RECAP in the output:\n{output[-3000:]}"
+    return sum(int(host[1]) for host in found)

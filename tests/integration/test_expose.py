@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO_ROOT, Kubectl, unavailable, wait_for
+from .conftest import REPO_ROOT, Kubectl, changed_count, run_playbook, unavailable, wait_for
 
 NAME = "t10a-expose"
 SCENARIO = {
@@ -62,7 +62,6 @@ LOADBALANCER = {
     "mlflow_loadbalancer_source_ranges": ["10.89.0.0/24"],
 }
 NODE_PORT = 30517
-RECAP = re.compile(r"^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
 @dataclass
@@ -72,9 +71,7 @@ class Run:
 
     @property
     def changed(self) -> int:
-        found = RECAP.findall(self.output)
-        assert found, f"no PLAY RECAP in the output:\n{self.output[-3000:]}"
-        return sum(int(host[1]) for host in found)
+        return changed_count(self.output)
 
     def changed_tasks(self) -> list[str]:
         blocks = self.output.split("TASK [")[1:]
@@ -82,25 +79,7 @@ class Run:
 
 
 def playbook(tmp_path: Path, name: str, *args: str, **extra: object) -> Run:
-    variables = tmp_path / "vars.json"
-    variables.write_text(json.dumps({**SCENARIO, **extra}))
-    result = subprocess.run(
-        [
-            str(REPO_ROOT / "hack" / "with-stack-env"),
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(REPO_ROOT / "inventory" / "local"),
-            str(REPO_ROOT / name),
-            "-e",
-            f"@{variables}",
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
+    result = run_playbook(tmp_path, name, {**SCENARIO, **extra}, *args)
     return Run(result.returncode, result.stdout + result.stderr)
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import re
 import socket
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,7 +27,7 @@ from mlstack_local.images import image_specs
 from playwright.sync_api import Browser
 from playwright.sync_api import Error as PlaywrightError
 
-from .conftest import REPO_ROOT, Kubectl, service_url, state_dir, unavailable, wait_for
+from .conftest import Kubectl, changed_count, run_playbook, service_url, state_dir, unavailable, wait_for
 from .test_node import finished, pod, pod_logs, tools_container
 from .test_oidc import terminating_namespaces
 
@@ -47,35 +45,14 @@ SCENARIO = {
     "mlflow_oidc_admin_group": f"{NAME}-admin",
     "mlflow_oidc_user_group": f"{NAME}-user",
 }
-RECAP = re.compile(r"^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
 def playbook(tmp_path: Path, name: str, *args: str, **extra: object) -> subprocess.CompletedProcess[str]:
-    variables = tmp_path / f"vars-{len(list(tmp_path.iterdir()))}.json"
-    variables.write_text(json.dumps({**SCENARIO, **extra}))
-    return subprocess.run(  # noqa: S603
-        [
-            str(REPO_ROOT / "hack" / "with-stack-env"),
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(REPO_ROOT / "inventory" / "local"),
-            str(REPO_ROOT / name),
-            "-e",
-            f"@{variables}",
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
+    return run_playbook(tmp_path, name, {**SCENARIO, **extra}, *args)
 
 
 def changed(result: subprocess.CompletedProcess[str]) -> int:
-    found = RECAP.findall(result.stdout)
-    assert found, result.stdout[-3000:]
-    return sum(int(host[1]) for host in found)
+    return changed_count(result.stdout)
 
 
 def image_in_registry(env: dict[str, str]) -> bool:

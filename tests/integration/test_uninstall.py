@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
-from .conftest import REPO_ROOT, Kubectl, service_url
+from .conftest import Kubectl, run_playbook, service_url
 
 NAME = "mlflow-u"
 SCENARIO = {
@@ -32,24 +31,7 @@ SCENARIO = {
 
 
 def playbook(tmp_path: Path, name: str, **extra: object) -> subprocess.CompletedProcess[str]:
-    variables = tmp_path / "vars.json"
-    variables.write_text(json.dumps({**SCENARIO, **extra}))
-    return subprocess.run(
-        [
-            str(REPO_ROOT / "hack" / "with-stack-env"),
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(REPO_ROOT / "inventory" / "local"),
-            str(REPO_ROOT / name),
-            "-e",
-            f"@{variables}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
+    return run_playbook(tmp_path, name, {**SCENARIO, **extra})
 
 
 def token(env: dict[str, str], kubectl: Kubectl) -> str:

@@ -25,7 +25,7 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
-from .conftest import REPO_ROOT, Kubectl, service_url, wait_for
+from .conftest import Kubectl, changed_count, run_playbook, service_url, wait_for
 
 NAME = "t9-upgrade"
 OLD, NEW = "3.17.2", "3.18.0"
@@ -51,35 +51,12 @@ def image(version: str) -> str:
 
 
 def playbook(tmp_path: Path, name: str, *args: str, **extra: object) -> subprocess.CompletedProcess[str]:
-    variables = tmp_path / f"vars-{time.monotonic_ns()}.json"
-    variables.write_text(json.dumps({**SCENARIO, **extra}))
-    return subprocess.run(
-        [
-            str(REPO_ROOT / "hack" / "with-stack-env"),
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(REPO_ROOT / "inventory" / "local"),
-            str(REPO_ROOT / name),
-            "-e",
-            f"@{variables}",
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
+    return run_playbook(tmp_path, name, {**SCENARIO, **extra}, *args, timeout=1200)
 
 
 def said(result: subprocess.CompletedProcess[str], text: str) -> bool:
     """Whether the run printed ``text`` (the YAML callback folds long messages across lines)."""
     return " ".join(text.split()) in " ".join(result.stdout.split())
-
-
-def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    line = [line for line in result.stdout.splitlines() if line.startswith("localhost")][-1]
-    return {key: int(value) for key, value in (part.split("=") for part in line.split()[2:])}
 
 
 def s3(env: dict[str, str]) -> Any:
@@ -365,7 +342,7 @@ def test_upgrade_keeps_every_object_and_the_users_permission(
     assert analyst.call("POST", "/api/2.0/mlflow/experiments/update", renamed)[0] == 403
 
     again = playbook(tmp, "playbooks/11_deploy.yaml", mlflow_image=image(NEW))
-    assert again.returncode == 0 and recap(again)["changed"] == 0, again.stdout[-3000:]
+    assert again.returncode == 0 and changed_count(again.stdout) == 0, again.stdout[-3000:]
 
     jobs = {
         job["metadata"]["labels"]["app.kubernetes.io/component"]: job
@@ -385,7 +362,7 @@ def test_a_downgrade_below_the_schema_is_refused_before_any_change(
     result = playbook(tmp, "playbooks/11_deploy.yaml", mlflow_image=image(OLD))
     assert result.returncode != 0
     assert said(result, f"migrated by MLflow {NEW}") and said(result, "playbooks/20_restore.yaml")
-    assert recap(result)["changed"] == 0
+    assert changed_count(result.stdout) == 0
     deployment = kubectl.get("deployment", "mlflow", NAME)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f"{NEW}-mlstack.1")
     assert deployment["status"].get("readyReplicas") == 1
@@ -410,7 +387,7 @@ def test_restore_brings_back_the_old_version_and_data(
     assert snapshot == STATE["before"]
 
     again = playbook(tmp, "playbooks/20_restore.yaml", mlflow_image=image(NEW))
-    assert again.returncode == 0 and recap(again)["changed"] == 0, again.stdout[-3000:]
+    assert again.returncode == 0 and changed_count(again.stdout) == 0, again.stdout[-3000:]
     assert said(again, "was restored already")
 
 
