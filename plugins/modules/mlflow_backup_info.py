@@ -33,29 +33,8 @@ options:
     description: Fail when nothing can be selected.
     type: bool
     default: true
-  endpoint_url:
-    description: S3 endpoint, such as https://s3.example.com.
-    type: str
-    required: true
-  access_key:
-    description: Access key id.
-    type: str
-    required: true
-  secret_key:
-    description: Secret access key.
-    type: str
-    required: true
-  region:
-    description: Region used in signatures.
-    type: str
-    default: us-east-1
-  validate_certs:
-    description: Verify the endpoint's TLS certificate.
-    type: bool
-    default: true
-  ca_bundle:
-    description: CA bundle to verify the endpoint with; the system store when omitted.
-    type: path
+extends_documentation_fragment:
+  - mlstack.mlflow.s3
 attributes:
   check_mode:
     support: full
