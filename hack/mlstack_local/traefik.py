@@ -11,9 +11,16 @@ directly, from the EndpointSlices of a Service. Two providers:
 - ``kubernetesGateway`` serves HTTPRoutes attached to the Gateway ``traefik/mlstack`` (GatewayClass
   ``traefik``), whose HTTPS listener on port 443 terminates TLS with the platform's wildcard
   certificate (a Secret in ``default``, allowed by a ReferenceGrant).
+- ``kubernetesCRD`` serves Traefik's own ``traefik.io`` objects. Only for ``Middleware``: the Gateway
+  provider resolves an HTTPRoute filter of type ``ExtensionRef`` (group ``traefik.io``, kind
+  ``Middleware``) through it, which is how a Gateway on Traefik does forward auth (the Gateway API has no
+  standard filter for it). Its CRDs are the module's
+  ``docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml`` (the provider waits
+  for every kind's informer, so all ten are installed). ``disableClusterScopeResources`` keeps it off
+  Nodes (they serve only ``nativeLB`` lookups), so the ServiceAccount needs no right on them.
 
 Credentials: a ServiceAccount ``traefik/traefik`` with the ClusterRole rules of Traefik's documentation
-for the two providers (less ``pods: get``, for OpenTelemetry only), and a TokenRequest token in a 0600
+for the three providers (less ``pods: get``, for OpenTelemetry only, and ``nodes``), and a TokenRequest token in a 0600
 file. The static configuration (0600) names that file (``token`` accepts a path) and the API server CA
 file; Traefik runs under ``env -i`` so it never sees ``KUBECONFIG`` (with it set, both providers use
 the kubeconfig's admin credentials instead). Nothing secret is in argv.
@@ -48,6 +55,20 @@ from .secrets import read_env_file
 
 NAME = "traefik"
 VERSION = VERSIONS["traefik"]
+# The kinds of Traefik's CRDs (the kubernetesCRD provider lists and watches every one).
+TRAEFIK_KINDS = [
+    "middlewares",
+    "middlewaretcps",
+    "ingressroutes",
+    "traefikservices",
+    "ingressroutetcps",
+    "ingressrouteudps",
+    "tlsoptions",
+    "tlsstores",
+    "serverstransports",
+    "serverstransporttcps",
+]
+TRAEFIK_CRDS = Path("docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml")
 MODULE = "github.com/traefik/traefik/v3"
 COMMAND = f"{MODULE}/cmd/traefik"
 # A nested module of the traefik repository (pkg/config/dynamic/ext): not in the module zip, not on
@@ -330,11 +351,13 @@ def static_config(
                 "publishStatusAddress": [address],
             },
             "kubernetesGateway": {**credentials, "statusAddress": {"ip": address}},
+            "kubernetesCRD": {**credentials, "disableClusterScopeResources": True},
         },
     }
     if watch_namespaces:
         config["providers"]["kubernetesIngressNGINX"]["watchNamespace"] = watch_namespaces[0]
         config["providers"]["kubernetesGateway"]["namespaces"] = list(watch_namespaces)
+        config["providers"]["kubernetesCRD"]["namespaces"] = list(watch_namespaces)
     return config
 
 
@@ -344,8 +367,9 @@ def render_config(config: dict[str, Any]) -> str:
 
 def cluster_role_rules() -> list[dict[str, Any]]:
     """The union of the rules in Traefik's docs (docs/content/reference/dynamic-configuration/):
-    kubernetes-ingress-nginx-rbac.yml and kubernetes-gateway-rbac.yml, less ``pods: get``, which both
-    say is only for OpenTelemetry attributes (not enabled here)."""
+    kubernetes-ingress-nginx-rbac.yml, kubernetes-gateway-rbac.yml and kubernetes-crd-rbac.yml, less
+    ``pods: get``, which all say is only for OpenTelemetry attributes (not enabled here), and less
+    ``nodes`` (the CRD provider runs with ``disableClusterScopeResources``)."""
     gateway_kinds = [
         "gatewayclasses",
         "gateways",
@@ -367,6 +391,7 @@ def cluster_role_rules() -> list[dict[str, Any]]:
         },
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
         {"apiGroups": ["gateway.networking.k8s.io"], "resources": gateway_kinds, "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["traefik.io"], "resources": TRAEFIK_KINDS, "verbs": ["get", "list", "watch"]},
         {
             "apiGroups": ["gateway.networking.k8s.io"],
             "resources": [f"{kind}/status" for kind in gateway_kinds],
@@ -551,7 +576,7 @@ class Traefik:
         self._crds(ctx)
 
     def _crds(self, ctx: Context) -> list[Path]:
-        """The Gateway API standard-channel CRDs of the version Traefik's go.mod requires."""
+        """The Gateway API standard-channel CRDs of the version Traefik's go.mod requires, and Traefik's own."""
         if self._crd_files:
             return self._crd_files
         upstream = module_dir(MODULE, VERSION, ctx.paths.cache)
@@ -560,8 +585,11 @@ class Traefik:
         files = sorted(crd_dir.glob("*.yaml"))
         if not files:
             raise StackError(f"no Gateway API CRDs in {crd_dir}")
-        self._crd_files = files
-        return files
+        own = upstream / TRAEFIK_CRDS
+        if not own.is_file():
+            raise StackError(f"Traefik's CRDs are not in its module: {own}")
+        self._crd_files = [*files, own]
+        return self._crd_files
 
     def is_up(self, ctx: Context) -> bool:
         return recorded_pid(ctx.paths, NAME) is not None and self._answers()

@@ -178,7 +178,7 @@ def test_traefik_does_not_phone_home() -> None:
 
 def test_providers_read_credentials_from_files() -> None:
     providers = config()["providers"]
-    assert set(providers) == {"kubernetesIngressNGINX", "kubernetesGateway"}
+    assert set(providers) == {"kubernetesIngressNGINX", "kubernetesGateway", "kubernetesCRD"}
     for provider in providers.values():
         assert provider["endpoint"] == SERVER
         assert provider["token"] == "/state/traefik/token"  # a path: Traefik's FileOrContent reads the file
@@ -197,6 +197,15 @@ def test_nginx_provider_behaves_like_ingress_nginx() -> None:
     assert config()["providers"]["kubernetesGateway"]["statusAddress"] == {"ip": "127.0.0.1"}
 
 
+def test_crd_provider_serves_middlewares_without_cluster_scope() -> None:
+    """Gateway forward auth: an HTTPRoute ExtensionRef to a traefik.io Middleware needs the CRD provider;
+    without cluster-scope resources it never reads Nodes, so the role grants none."""
+    assert config()["providers"]["kubernetesCRD"]["disableClusterScopeResources"] is True
+    rules = rules_by_group_resource(traefik.cluster_role_rules())
+    assert rules[("traefik.io", "middlewares")] == {"get", "list", "watch"}
+    assert ("", "nodes") not in rules
+
+
 def test_other_ports_and_namespaces_for_experiments() -> None:
     static = config(http=38081, https=38443, ping=38082, watch_namespaces=["exp", "default"])
     entry_points = static["entryPoints"]
@@ -205,9 +214,11 @@ def test_other_ports_and_namespaces_for_experiments() -> None:
     assert entry_points["ping"]["address"] == "127.0.0.1:38082"
     assert static["providers"]["kubernetesIngressNGINX"]["watchNamespace"] == "exp"
     assert static["providers"]["kubernetesGateway"]["namespaces"] == ["exp", "default"]
+    assert static["providers"]["kubernetesCRD"]["namespaces"] == ["exp", "default"]
     # The stack's instance watches every namespace.
     assert "watchNamespace" not in config()["providers"]["kubernetesIngressNGINX"]
     assert "namespaces" not in config()["providers"]["kubernetesGateway"]
+    assert "namespaces" not in config()["providers"]["kubernetesCRD"]
     _, exp_account, exp_role, exp_binding = traefik.rbac_manifests("exp")
     assert exp_role["metadata"]["name"] == exp_binding["metadata"]["name"] == "mlstack-exp"
     assert traefik.gateway_manifests("exp")[2]["metadata"]["name"] == "exp-gateways"
@@ -268,6 +279,10 @@ def test_cluster_role_matches_traefiks_documented_rbac() -> None:
         for document in yaml.safe_load_all((docs / name).read_text()):
             if document and document["kind"] == "ClusterRole":
                 documented += document["rules"]
+    # Of the CRD provider's example (a whole Traefik's), only its own kinds: the rest is the other two's.
+    for document in yaml.safe_load_all((docs / "kubernetes-crd-rbac.yml").read_text()):
+        if document and document["kind"] == "ClusterRole":
+            documented += [rule for rule in document["rules"] if rule["apiGroups"] == ["traefik.io"]]
     expected = rules_by_group_resource(documented)
     expected.pop(("", "pods"))  # "When OTel tracing/logs/metrics are not enabled, this rule is not needed."
     assert rules_by_group_resource(traefik.cluster_role_rules()) == expected
