@@ -72,12 +72,22 @@ CASES = {
     "proxy mode without the ingress": (
         {"mlflow_auth_mode": "proxy", "mlflow_expose": "none"},
         (),
-        "mlflow_auth_mode is 'proxy', which needs mlflow_expose: ingress (got 'none'",
+        "mlflow_auth_mode is 'proxy', which needs mlflow_expose: ingress or httproute (got 'none'",
+    ),
+    "proxy mode on a node port": (
+        {"mlflow_auth_mode": "proxy", "mlflow_expose": "nodeport"},
+        (),
+        "mlflow_auth_mode is 'proxy', which needs mlflow_expose: ingress or httproute (got 'nodeport'",
+    ),
+    "proxy mode with a filter without a type": (
+        {"mlflow_auth_mode": "proxy", "mlflow_expose": "httproute", "mlflow_proxy_httproute_filter": {"x": 1}},
+        (),
+        "mlflow_proxy_httproute_filter must be empty or an HTTPRoute filter with a type",
     ),
     "proxy mode with your own proxy but no URL": (
         {"mlflow_auth_mode": "proxy", "mlflow_proxy_deploy_oauth2_proxy": False, "mlflow_proxy_auth_url": "ak-outpost"},
         (),
-        "mlflow_proxy_auth_url and mlflow_proxy_signin_url must be http(s) URLs",
+        "mlflow_proxy_auth_url (and, for an Ingress, mlflow_proxy_signin_url) must be http(s) URLs",
     ),
     "proxy mode with a bad header name": (
         {"mlflow_auth_mode": "proxy", "mlflow_proxy_user_header": "X-User: admin"},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -32,6 +33,9 @@ from .test_node import finished, pod, pod_logs, tools_container
 from .test_oidc import terminating_namespaces
 
 NAME = "t10b-proxy"
+# The tests after the Ingress's switch the deploy to a Gateway (the stack's traefik/mlstack) and uninstall there.
+GATEWAY = {"mlflow_expose": "httproute"}
+MIDDLEWARE = "mlflow-forward-auth"
 HOST = f"{NAME}.mlstack.test"
 SCENARIO = {
     "mlflow_auth_mode": "proxy",
@@ -135,8 +139,9 @@ def keycloak_clients(env: dict[str, str], client_id: str) -> list[dict[str, Any]
         return json.loads(response.read())
 
 
+@pytest.mark.parametrize("expose", ["ingress", "httproute"])
 def test_check_mode_on_a_fresh_namespace_creates_nothing(
-    stack_env: dict[str, str], kubectl: Kubectl, tmp_path: Path
+    stack_env: dict[str, str], kubectl: Kubectl, tmp_path: Path, expose: str
 ) -> None:
     fresh = "t10b-check"
     names = {
@@ -147,7 +152,7 @@ def test_check_mode_on_a_fresh_namespace_creates_nothing(
         "mlflow_oidc_admin_group": f"{fresh}-admin",
         "mlflow_oidc_user_group": f"{fresh}-user",
     }
-    result = playbook(tmp_path, "site.yml", "--check", **names)
+    result = playbook(tmp_path, "site.yml", "--check", **names, mlflow_expose=expose)
     assert result.returncode == 0, result.stdout[-4000:]
     assert kubectl.run("get", "namespace", fresh, check=False).returncode != 0
     assert keycloak_clients(stack_env, fresh) == []
@@ -191,27 +196,32 @@ def test_a_user_without_an_mlflow_role_is_refused(stack_env: dict[str, str], kub
 def test_runs_created_through_the_proxy_carry_the_users_name(
     stack_env: dict[str, str], kubectl: Kubectl, deployed: Path
 ) -> None:
-    token = token_for(stack_env, kubectl, stack_env["PLATFORM_ADMIN_USER"], stack_env["PLATFORM_ADMIN_PASSWORD"])
+    assert_runs_carry_the_users_name(stack_env, kubectl, "proxy-owner")
+
+
+def assert_runs_carry_the_users_name(env: dict[str, str], kubectl: Kubectl, experiment: str) -> None:
+    token = token_for(env, kubectl, env["PLATFORM_ADMIN_USER"], env["PLATFORM_ADMIN_PASSWORD"])
     bearer = {"Authorization": f"Bearer {token}"}
-    status, _, body = public(stack_env, "POST", "/api/2.0/mlflow/experiments/create", {"name": "proxy-owner"}, bearer)
+    status, _, body = public(env, "POST", "/api/2.0/mlflow/experiments/create", {"name": experiment}, bearer)
     assert status == 200, body[:300]
     experiment_id = json.loads(body)["experiment_id"]
     # The MLflow client sends the local OS user; the server must record the user the proxy authenticated.
     status, _, body = public(
-        stack_env, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id, "user_id": "root"}, bearer
+        env, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id, "user_id": "root"}, bearer
     )
     assert status == 200, body[:300]
     run_id = json.loads(body)["run"]["info"]["run_id"]
-    status, _, body = public(stack_env, "GET", f"/api/2.0/mlflow/runs/get?run_id={run_id}", headers=bearer)
-    assert json.loads(body)["run"]["info"]["user_id"] == stack_env["PLATFORM_ADMIN_USER"]
-    status, _, body = public(stack_env, "GET", "/ajax-api/2.0/mlflow/users/current", headers=bearer)
-    assert json.loads(body)["user"]["username"] == stack_env["PLATFORM_ADMIN_USER"]
+    status, _, body = public(env, "GET", f"/api/2.0/mlflow/runs/get?run_id={run_id}", headers=bearer)
+    assert json.loads(body)["run"]["info"]["user_id"] == env["PLATFORM_ADMIN_USER"]
+    status, _, body = public(env, "GET", "/ajax-api/2.0/mlflow/users/current", headers=bearer)
+    assert json.loads(body)["user"]["username"] == env["PLATFORM_ADMIN_USER"]
 
 
 def test_a_pod_in_another_namespace_cannot_use_mlflow_directly(
     stack_env: dict[str, str], kubectl: Kubectl, namespace: str, deployed: Path
 ) -> None:
-    """With forged identity headers, straight to the Service: refused (or not reached, where policies are enforced)."""
+    """With forged identity headers, straight to the Service: not reached (kube-router enforces the policy,
+    which admits only the ingress controller); were it reached, MLflow would answer 401 without the secret."""
     url = f"http://mlflow.{NAME}.svc.cluster.local:5000/api/2.0/mlflow/experiments/search?max_results=1"
     user = stack_env["PLATFORM_ADMIN_USER"]
     script = (
@@ -223,17 +233,22 @@ def test_a_pod_in_another_namespace_cannot_use_mlflow_directly(
     kubectl.apply(pod("direct", namespace, tools_container(tools, script), restartPolicy="Never"))
     wait_for("the direct probe to finish", lambda: finished(kubectl, namespace, "direct"), timeout=120)
     codes = pod_logs(kubectl, namespace, "direct").split()
-    assert len(codes) == 2 and all(code in ("401", "000") for code in codes), codes
+    assert codes == ["000", "000"], codes
 
 
 def test_the_admin_logs_in_through_keycloak_in_a_real_browser(
     stack_env: dict[str, str], kubectl: Kubectl, deployed: Path
 ) -> None:
+    run = browser_run(stack_env, kubectl, "proxy-browser")
+    assert run["info"]["user_id"] == stack_env["PLATFORM_ADMIN_USER"]
+
+
+def browser_run(env: dict[str, str], kubectl: Kubectl, experiment: str) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     if not Path("/usr/bin/chromium").exists():
         unavailable("Debian's chromium is not installed (apt-get install chromium)")
-    https_port = stack_env.get("INGRESS_HTTPS_PORT", "443")
+    https_port = env.get("INGRESS_HTTPS_PORT", "443")
     artifacts = state_dir() / "test-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -256,17 +271,16 @@ def test_the_admin_logs_in_through_keycloak_in_a_real_browser(
             wait_for("earlier test namespaces to be gone", lambda: not terminating_namespaces(kubectl), timeout=180)
             for attempt in range(3):
                 try:
-                    run = log_in_and_create_a_run(browser, stack_env, artifacts)
-                    break
+                    return log_in_and_create_a_run(browser, env, artifacts, experiment)
                 except PlaywrightError as err:
                     if "ERR_NETWORK_CHANGED" not in str(err) or attempt == 2:
                         raise
         finally:
             browser.close()
-    assert run["info"]["user_id"] == stack_env["PLATFORM_ADMIN_USER"]
+    raise AssertionError("unreachable")
 
 
-def log_in_and_create_a_run(browser: Browser, env: dict[str, str], artifacts: Path) -> dict[str, Any]:
+def log_in_and_create_a_run(browser: Browser, env: dict[str, str], artifacts: Path, experiment: str) -> dict[str, Any]:
     """Open the UI, get sent to Keycloak through oauth2-proxy, log in, land in MLflow, create a run there."""
     context = browser.new_context(ignore_https_errors=True)
     page = context.new_page()
@@ -282,25 +296,26 @@ def log_in_and_create_a_run(browser: Browser, env: dict[str, str], artifacts: Pa
         page.get_by_text("Experiments").first.wait_for(timeout=60_000)
         # MLflow's UI names the user the proxy authenticated.
         page.get_by_text(env["PLATFORM_ADMIN_USER"], exact=True).first.wait_for(timeout=60_000)
-        page.screenshot(path=str(artifacts / "proxy-login.png"), full_page=True)
+        page.screenshot(path=str(artifacts / f"{experiment}-login.png"), full_page=True)
         # The browser's session (oauth2-proxy's cookie) is the identity: a run made with it is the admin's.
         # fetch() in the page: Chromium's own connection, resolver mapping and cookies, as the UI's calls.
         created = page.evaluate(
-            """async () => {
+            """async (name) => {
                 const post = async (path, body) => {
                     const r = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
                                                  body: JSON.stringify(body)});
                     if (!r.ok) throw new Error(path + " HTTP " + r.status + " " + (await r.text()).slice(0, 300));
                     return r.json();
                 };
-                const experiment = await post("/ajax-api/2.0/mlflow/experiments/create", {name: "proxy-browser"});
+                const experiment = await post("/ajax-api/2.0/mlflow/experiments/create", {name});
                 return post("/ajax-api/2.0/mlflow/runs/create",
                             {experiment_id: experiment.experiment_id, user_id: "somebody-else"});
-            }"""
+            }""",
+            experiment,
         )
         return created["run"]
     finally:
-        page.screenshot(path=str(artifacts / "proxy-login-last.png"))
+        page.screenshot(path=str(artifacts / f"{experiment}-login-last.png"))
         context.close()
 
 
@@ -339,12 +354,93 @@ def test_a_rerun_changes_nothing(deployed: Path) -> None:
     assert changed(result) == 0, [line for line in result.stdout.splitlines() if line.startswith("changed:")]
 
 
+def test_through_a_gateway_a_forward_auth_filter_guards_mlflow(
+    stack_env: dict[str, str], kubectl: Kubectl, deployed: Path
+) -> None:
+    """ingress -> httproute: the HTTPRoute asks oauth2-proxy about every request (a Traefik forwardAuth
+    Middleware named by an ExtensionRef filter); the Ingresses go."""
+    result = playbook(deployed, "site.yml", **GATEWAY)
+    assert result.returncode == 0, result.stdout[-4000:]
+    for name in ("mlflow", "mlflow-health", "oauth2-proxy"):
+        assert kubectl.run("-n", NAME, "get", "ingress", name, check=False).returncode != 0, name
+    rules = kubectl.get("httproute", "mlflow", NAME)["spec"]["rules"]
+    assert rules[0]["filters"] == [
+        {"type": "ExtensionRef", "extensionRef": {"group": "traefik.io", "kind": "Middleware", "name": MIDDLEWARE}}
+    ]
+    forward_auth = kubectl.get("middleware.traefik.io", MIDDLEWARE, NAME)["spec"]["forwardAuth"]
+    assert forward_auth["address"].endswith(":4180/") and forward_auth["trustForwardHeader"] is False
+    sign_in = kubectl.get("httproute", "oauth2-proxy", NAME)["spec"]["rules"][0]["matches"]
+    assert {match["path"]["value"] for match in sign_in} == {
+        "/oauth2/start",
+        "/oauth2/callback",
+        "/oauth2/sign_in",
+        "/oauth2/sign_out",
+    }
+    # A browser without a session: oauth2-proxy's own answer, the redirect to Keycloak; never MLflow.
+    wait_for("the Gateway to serve the new route", lambda: public(stack_env, "GET", "/")[0] == 302, timeout=60)
+    status, headers, _ = public(stack_env, "GET", "/experiments", headers={"Accept": "text/html"})
+    assert status == 302 and headers["location"].startswith(stack_env["KEYCLOAK_URL"]), (status, headers)
+    callback = urllib.parse.quote(f"https://{HOST}/oauth2/callback", safe="")
+    assert f"redirect_uri={callback}" in headers["location"]
+    # API calls without a session, or with forged identity headers: 401 from the proxy.
+    forged = {"X-Auth-Request-User": stack_env["PLATFORM_ADMIN_USER"], "X-Mlflow-Proxy-Secret": "guessed"}
+    for path in ("/api/2.0/mlflow/experiments/search?max_results=1", "/ajax-api/2.0/mlflow/users/current"):
+        assert public(stack_env, "GET", path)[0] == 401, path
+        assert public(stack_env, "GET", path, headers=forged)[0] == 401, path
+    assert public(stack_env, "GET", "/health")[0] == 200
+    # The proxy's auth answer, which carries the shared secret, is not on the public host.
+    status, headers, _ = public(stack_env, "GET", "/oauth2/auth")
+    assert status == 302 and "x-mlflow-proxy-secret" not in headers
+    # A Keycloak user without an MLflow role is refused by the proxy.
+    token = token_for(stack_env, kubectl, stack_env["PLATFORM_USER"], stack_env["PLATFORM_USER_PASSWORD"])
+    assert public(stack_env, "GET", "/api/2.0/mlflow/experiments/search", headers={"Authorization": f"Bearer {token}"})[
+        0
+    ] in (401, 403)
+
+
+def test_through_a_gateway_a_user_group_cannot_be_forged(
+    stack_env: dict[str, str], kubectl: Kubectl, deployed: Path
+) -> None:
+    """The Middleware deletes every header it copies from the auth answer, even one the answer lacks."""
+    token = token_for(stack_env, kubectl, stack_env["PLATFORM_ADMIN_USER"], stack_env["PLATFORM_ADMIN_PASSWORD"])
+    forward_auth = kubectl.get("middleware.traefik.io", MIDDLEWARE, NAME)["spec"]["forwardAuth"]
+    pattern = re.compile(forward_auth["authResponseHeadersRegex"].replace("(?i)", ""), re.IGNORECASE)
+    for header in ("X-Auth-Request-User", "X-Auth-Request-Groups", "X-Mlflow-Proxy-Secret", "x-auth-request-groups"):
+        assert pattern.match(header), header
+    assert not pattern.match("X-Auth-Request-User-Agent") and not pattern.match("Authorization")
+    forged = {"Authorization": f"Bearer {token}", "X-Auth-Request-User": "mallory", "X-Auth-Request-Groups": "x"}
+    status, _, body = public(stack_env, "GET", "/ajax-api/2.0/mlflow/users/current", headers=forged)
+    assert status == 200 and json.loads(body)["user"]["username"] == stack_env["PLATFORM_ADMIN_USER"]
+
+
+def test_through_a_gateway_runs_carry_the_users_name(
+    stack_env: dict[str, str], kubectl: Kubectl, deployed: Path
+) -> None:
+    assert_runs_carry_the_users_name(stack_env, kubectl, "proxy-gateway-owner")
+
+
+def test_through_a_gateway_the_admin_logs_in_in_a_real_browser(
+    stack_env: dict[str, str], kubectl: Kubectl, deployed: Path
+) -> None:
+    run = browser_run(stack_env, kubectl, "proxy-gateway-browser")
+    assert run["info"]["user_id"] == stack_env["PLATFORM_ADMIN_USER"]
+
+
+def test_through_a_gateway_a_rerun_changes_nothing(deployed: Path) -> None:
+    result = playbook(deployed, "site.yml", **GATEWAY)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert changed(result) == 0, [line for line in result.stdout.splitlines() if line.startswith("changed:")]
+
+
 def test_uninstall_removes_what_the_mode_created(stack_env: dict[str, str], kubectl: Kubectl, deployed: Path) -> None:
     assert service_url(kubectl, NAME, "oauth2-proxy")
     assert len(keycloak_clients(stack_env, NAME)) == 1
-    result = playbook(deployed, "playbooks/19_uninstall.yaml")
+    result = playbook(deployed, "playbooks/19_uninstall.yaml", **GATEWAY)
     assert result.returncode == 0, result.stdout[-3000:]
     for kind, name in [
+        ("httproute", "mlflow"),
+        ("httproute", "oauth2-proxy"),
+        ("middleware.traefik.io", MIDDLEWARE),
         ("deployment", "oauth2-proxy"),
         ("service", "oauth2-proxy"),
         ("configmap", "oauth2-proxy"),
