@@ -367,6 +367,118 @@ def mlflow_route_problems(route: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# <service>.<namespace>, optionally .svc and a cluster domain: the names cluster DNS answers for Services.
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_SERVICE_NAME = re.compile(rf"({_DNS_LABEL})\.({_DNS_LABEL})(?:\.svc(?:\.[a-z0-9.-]+)?)?\Z")
+
+
+def mlflow_service_ref(host: Any) -> dict[str, str]:
+    """``{name, namespace}`` of the Service a cluster DNS name such as ``db.postgres.svc.cluster.local``
+    names; ``{}`` for an IP address or any other name."""
+    if not isinstance(host, str):
+        raise AnsibleFilterError("mlflow_service_ref: the host must be a string")
+    host = host.rstrip(".").lower()
+    match = _SERVICE_NAME.match(host)
+    if not match:
+        return {}
+    return {"name": match.group(1), "namespace": match.group(2)}
+
+
+def _ip_block(address: str) -> dict[str, Any]:
+    version = ipaddress.ip_address(address).version
+    return {"ipBlock": {"cidr": f"{address}/{32 if version == 4 else 128}"}}
+
+
+def _tcp_ports(ports: Any) -> list[dict[str, Any]]:
+    return [{"port": int(port), "protocol": "TCP"} for port in sorted({int(port) for port in ports})]
+
+
+def mlflow_egress_rules(
+    targets: Any, services: list[Mapping[str, Any]] | None = None, slices: list[Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """NetworkPolicy egress rules that admit exactly the services the pods connect to.
+
+    ``targets``: ``[{host, port}]`` as the pods name them. ``services`` and ``slices``: the Services and
+    EndpointSlices of the targets that are cluster Services. Policies act on the address after kube-proxy's
+    DNAT, so a Service becomes its endpoints: pods as ``namespaceSelector`` (+ the Service's selector), other
+    addresses (a Service without selector in front of an outside database) as ``/32`` blocks, on the
+    endpoints' ports. An IP address is a ``/32`` block on its port. Any other name (outside the cluster, its
+    addresses unknown to the policy) is its port on any address.
+    """
+    if not isinstance(targets, list):
+        raise AnsibleFilterError("mlflow_egress_rules: targets must be a list of {host, port}")
+    rules: list[dict[str, Any]] = []
+    for target in targets:
+        if not isinstance(target, Mapping) or "host" not in target or "port" not in target:
+            raise AnsibleFilterError(f"mlflow_egress_rules: every target needs a host and a port (got {target!r})")
+        host, port = str(target["host"]).strip("[]"), _validate_port(target["port"])
+        try:
+            rules.append({"to": [_ip_block(host)], "ports": _tcp_ports([port])})
+            continue
+        except ValueError:
+            pass  # a name
+        rule = _service_rule(mlflow_service_ref(host), port, services or [], slices or [])
+        rules.append(rule or {"ports": _tcp_ports([port])})
+    unique: list[dict[str, Any]] = []
+    for rule in rules:
+        if rule not in unique:
+            unique.append(rule)
+    return unique
+
+
+def _service_rule(
+    ref: Mapping[str, str], port: int, services: list[Mapping[str, Any]], slices: list[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    if not ref:
+        return None
+    service = next(
+        (
+            s
+            for s in services
+            if (s.get("metadata") or {}).get("name") == ref["name"]
+            and (s.get("metadata") or {}).get("namespace") == ref["namespace"]
+        ),
+        None,
+    )
+    if service is None or (service.get("spec") or {}).get("type") == "ExternalName":
+        return None
+    spec = service.get("spec") or {}
+    service_port = next((p for p in spec.get("ports") or [] if int(p.get("port", 0)) == port), None)
+    if service_port is None:
+        return None
+    port_name = service_port.get("name") or ""
+    peers: list[dict[str, Any]] = []
+    ports: set[int] = set()
+    pods = False
+    for endpoint_slice in slices:
+        meta = endpoint_slice.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if meta.get("namespace") != ref["namespace"] or labels.get("kubernetes.io/service-name") != ref["name"]:
+            continue
+        for slice_port in endpoint_slice.get("ports") or []:
+            if (slice_port.get("name") or "") == port_name and slice_port.get("port"):
+                ports.add(int(slice_port["port"]))
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("targetRef") or {}).get("kind") == "Pod":
+                pods = True
+                continue
+            for address in endpoint.get("addresses") or []:
+                block = _ip_block(address)
+                if block not in peers:
+                    peers.append(block)
+    if pods:
+        peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ref["namespace"]}}}
+        if spec.get("selector"):
+            peer["podSelector"] = {"matchLabels": dict(sorted(spec["selector"].items()))}
+        peers.insert(0, peer)
+    target_port = service_port.get("targetPort")
+    if not ports and isinstance(target_port, int):
+        ports.add(target_port)
+    if not peers or not ports:
+        return None  # nothing behind the Service yet: its port, on any address
+    return {"to": sorted(peers, key=repr), "ports": _tcp_ports(ports)}
+
+
 class FilterModule:
     """mlstack.mlflow filters."""
 
@@ -381,4 +493,6 @@ class FilterModule:
             "image_version": image_version,
             "mlflow_service_hosts": mlflow_service_hosts,
             "mlflow_route_problems": mlflow_route_problems,
+            "mlflow_service_ref": mlflow_service_ref,
+            "mlflow_egress_rules": mlflow_egress_rules,
         }

@@ -13,8 +13,10 @@ from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
     b64encode_values,
     dockerconfigjson,
     mlflow_db_uri,
+    mlflow_egress_rules,
     mlflow_route_problems,
     mlflow_service_hosts,
+    mlflow_service_ref,
     sealed_secret,
     sealed_secret_fingerprint,
 )
@@ -434,5 +436,101 @@ def test_filter_module_exposes_filters():
         "image_version",
         "mlflow_service_hosts",
         "mlflow_route_problems",
+        "mlflow_service_ref",
+        "mlflow_egress_rules",
     }
     assert all(callable(f) for f in filters.values())
+
+
+# --- mlflow_service_ref, mlflow_egress_rules -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "ref"),
+    [
+        ("postgresql-official.postgres.svc.cluster.local", {"name": "postgresql-official", "namespace": "postgres"}),
+        ("seaweedfs-s3.seaweedfs.svc", {"name": "seaweedfs-s3", "namespace": "seaweedfs"}),
+        ("db.data", {"name": "db", "namespace": "data"}),
+        ("db.data.svc.example.internal.", {"name": "db", "namespace": "data"}),
+        ("10.89.0.1", {}),
+        ("auth.example.com", {}),
+        ("localhost", {}),
+        ("db.data\n", {}),
+    ],
+)
+def test_service_ref_reads_cluster_dns_names(host: str, ref: dict[str, str]) -> None:
+    assert mlflow_service_ref(host) == ref
+
+
+def _service(name: str, namespace: str, port: int, target: int | str, selector: dict[str, str] | None = None) -> dict:
+    spec = {"ports": [{"name": "tcp", "port": port, "targetPort": target}]}
+    if selector:
+        spec["selector"] = selector
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def _slice(service: str, namespace: str, port: int, addresses: list[str], pod: bool) -> dict:
+    endpoints = [
+        {"addresses": [address], **({"targetRef": {"kind": "Pod", "name": f"p{i}"}} if pod else {})}
+        for i, address in enumerate(addresses)
+    ]
+    return {
+        "metadata": {"namespace": namespace, "labels": {"kubernetes.io/service-name": service}},
+        "ports": [{"name": "tcp", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }
+
+
+def test_egress_to_a_selectorless_service_names_its_endpoint_addresses_and_ports() -> None:
+    """The local stack: Service port 5432 in front of PostgreSQL on the node's 35432."""
+    services = [_service("pg", "postgres", 5432, 35432)]
+    slices = [_slice("pg", "postgres", 35432, ["10.89.0.1"], pod=False)]
+    rules = mlflow_egress_rules([{"host": "pg.postgres.svc.cluster.local", "port": 5432}], services, slices)
+    assert rules == [{"to": [{"ipBlock": {"cidr": "10.89.0.1/32"}}], "ports": [{"port": 35432, "protocol": "TCP"}]}]
+
+
+def test_egress_to_a_service_of_pods_names_their_namespace_and_selector() -> None:
+    services = [_service("s3", "store", 8333, "http", selector={"app": "s3"})]
+    slices = [_slice("s3", "store", 8333, ["10.244.0.7", "10.244.0.8"], pod=True)]
+    rules = mlflow_egress_rules([{"host": "s3.store", "port": "8333"}], services, slices)
+    assert rules == [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "store"}},
+                    "podSelector": {"matchLabels": {"app": "s3"}},
+                }
+            ],
+            "ports": [{"port": 8333, "protocol": "TCP"}],
+        }
+    ]
+
+
+def test_egress_to_an_address_or_an_outside_name() -> None:
+    rules = mlflow_egress_rules(
+        [{"host": "10.89.0.1", "port": 38180}, {"host": "auth.example.com", "port": 443}, {"host": "::1", "port": 5432}]
+    )
+    assert rules == [
+        {"to": [{"ipBlock": {"cidr": "10.89.0.1/32"}}], "ports": [{"port": 38180, "protocol": "TCP"}]},
+        {"ports": [{"port": 443, "protocol": "TCP"}]},
+        {"to": [{"ipBlock": {"cidr": "::1/128"}}], "ports": [{"port": 5432, "protocol": "TCP"}]},
+    ]
+
+
+def test_egress_to_a_missing_or_empty_service_falls_back_to_its_port() -> None:
+    """A Service not found (or without endpoints yet) cannot be narrowed: its port on any address."""
+    target = [{"host": "pg.postgres.svc", "port": 5432}]
+    assert mlflow_egress_rules(target) == [{"ports": [{"port": 5432, "protocol": "TCP"}]}]
+    services = [_service("pg", "postgres", 5432, "pg")]
+    assert mlflow_egress_rules(target, services, []) == [{"ports": [{"port": 5432, "protocol": "TCP"}]}]
+    other_port = [{"host": "pg.postgres.svc", "port": 6432}]
+    assert mlflow_egress_rules(other_port, services, []) == [{"ports": [{"port": 6432, "protocol": "TCP"}]}]
+
+
+def test_egress_rules_are_unique_and_refuse_bad_targets() -> None:
+    twice = [{"host": "10.0.0.1", "port": 1}, {"host": "10.0.0.1", "port": 1}]
+    assert len(mlflow_egress_rules(twice)) == 1
+    with pytest.raises(AnsibleFilterError, match="needs a host and a port"):
+        mlflow_egress_rules([{"host": "x"}])
+    with pytest.raises(AnsibleFilterError):
+        mlflow_egress_rules([{"host": "x", "port": 70000}])
