@@ -3,7 +3,7 @@
 # what to install (non-root). Idempotent and quiet when everything is there.
 set -euo pipefail
 packages=(postgresql-15 docker-registry apache2-utils chromium fish util-linux ca-certificates
-  containerd runc containernetworking-plugins buildah skopeo debootstrap iptables conntrack gcc libc6-dev)
+  containerd runc containernetworking-plugins buildah skopeo debootstrap iptables ipset conntrack gcc libc6-dev)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

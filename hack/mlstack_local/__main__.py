@@ -20,6 +20,7 @@ def components() -> list[Component]:
     from .images import Images
     from .keycloak import Keycloak
     from .kube import Kube
+    from .kuberouter import KubeRouter
     from .metallb import MetalLB
     from .network import Network
     from .node import Node
@@ -44,6 +45,8 @@ def components() -> list[Component]:
         Images(),
         OAuth2Proxy(),
         Node(),
+        # Right after the node: NetworkPolicies are enforced before anything else runs pods' traffic.
+        KubeRouter(),
         Traefik(),
         MetalLB(),
     ]

@@ -25,6 +25,7 @@ VERSIONS = {
     "local_path_provisioner": "v0.0.30",
     "traefik": "v3.7.13",
     "metallb": "v0.15.2",
+    "kube_router": "v2.1.0",
 }
 
 # The node's network: a bridge whose first address is the node IP; pods get the rest of the /24.

@@ -140,7 +140,9 @@ def pool_manifest(namespace: str = NAMESPACE, addresses: str = POOL_RANGE) -> di
     }
 
 
-def controller_kubeconfig(server: str, ca_pem: bytes, token: str, namespace: str = NAMESPACE) -> str:
+def controller_kubeconfig(
+    server: str, ca_pem: bytes, token: str, namespace: str = NAMESPACE, service_account: str = SERVICE_ACCOUNT
+) -> str:
     """A kubeconfig for the ServiceAccount: the API server verified by its CA, the token inline (0600 file)."""
     config = {
         "apiVersion": "v1",
@@ -151,11 +153,11 @@ def controller_kubeconfig(server: str, ca_pem: bytes, token: str, namespace: str
                 "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()},
             }
         ],
-        "users": [{"name": f"{namespace}-{SERVICE_ACCOUNT}", "user": {"token": token}}],
+        "users": [{"name": f"{namespace}-{service_account}", "user": {"token": token}}],
         "contexts": [
             {
                 "name": "mlstack",
-                "context": {"cluster": "mlstack", "user": f"{namespace}-{SERVICE_ACCOUNT}", "namespace": namespace},
+                "context": {"cluster": "mlstack", "user": f"{namespace}-{service_account}", "namespace": namespace},
             }
         ],
         "current-context": "mlstack",

@@ -3,8 +3,15 @@
 Started first, because the API server, PostgreSQL, S3 and Keycloak listen on the node IP so that
 pods reach them. The CNI bridge plugin attaches pods to this bridge; it turns on IP forwarding, so a
 FORWARD rule drops pod traffic to any address outside the bridge subnet: nothing a pod sends leaves
-the machine. The sysctls the node's components change (the bridge plugin, the kubelet) are recorded
-before the first change and restored by ``stop``, with the bridge and the rule removed, so
+the machine. The rule sits in the mangle table's FORWARD chain, which the kernel runs before the
+filter table's: the NetworkPolicy controller (kube-router) keeps its jump first in filter FORWARD and
+ACCEPTs policy-compliant pod traffic there, which would skip a fence further down that chain.
+
+``net.bridge.bridge-nf-call-iptables`` is set to 1: traffic between two pods on the bridge is
+switched, not routed, and only with it does iptables (kube-router's ``physdev`` rules) see it.
+
+The sysctls the node's components change (the bridge plugin, the kubelet, this component) are
+recorded before the first change and restored by ``stop``, with the bridge and the rule removed, so
 ``make down`` leaves the machine as it found it.
 """
 
@@ -33,10 +40,14 @@ SYSCTLS = (
     "kernel.keys.root_maxbytes",
 )
 RULE_COMMENT = "mlstack: pods reach nothing outside the bridge"
+RULE_TABLE = "mangle"
+# Where releases before the NetworkPolicy controller put the rule; removed when found.
+LEGACY_RULE_TABLE = "filter"
+BRIDGE_NF_CALL_IPTABLES = "net.bridge.bridge-nf-call-iptables"
 
 
 def egress_rule() -> list[str]:
-    """The FORWARD rule (without -A/-I/-C/-D) that drops pod traffic leaving the bridge subnet."""
+    """The FORWARD rule (without -t/-A/-I/-C/-D) that drops pod traffic leaving the bridge subnet."""
     return [
         "FORWARD",
         "-s",
@@ -99,17 +110,17 @@ def bridge_has_ip() -> bool:
     return False
 
 
-def rule_present() -> bool:
-    return _run(["iptables", "-w", "-C", *egress_rule()], check=False).returncode == 0
+def rule_present(table: str = RULE_TABLE) -> bool:
+    return _run(["iptables", "-w", "-t", table, "-C", *egress_rule()], check=False).returncode == 0
 
 
 def drop_counter() -> int:
     """Packets the egress rule has dropped so far."""
-    out = _run(["iptables", "-w", "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+    out = _run(["iptables", "-w", "-t", RULE_TABLE, "-L", "FORWARD", "-v", "-x", "-n"]).stdout
     for line in out.splitlines():
         if RULE_COMMENT in line and "DROP" in line:
             return int(line.split()[0])
-    raise StackError("the mlstack egress rule is not in the FORWARD chain")
+    raise StackError(f"the mlstack egress rule is not in the {RULE_TABLE} table's FORWARD chain")
 
 
 class Network:
@@ -138,13 +149,18 @@ class Network:
             _run(["ip", "addr", "add", f"{NODE_IP}/{prefix}", "dev", BRIDGE])
         _run(["ip", "link", "set", BRIDGE, "up"])
         if not rule_present():
-            _run(["iptables", "-w", "-I", *egress_rule()[:1], "1", *egress_rule()[1:]])
+            _run(["iptables", "-w", "-t", RULE_TABLE, "-I", *egress_rule()[:1], "1", *egress_rule()[1:]])
+        while rule_present(LEGACY_RULE_TABLE):
+            _run(["iptables", "-w", "-t", LEGACY_RULE_TABLE, "-D", *egress_rule()])
         # Pods reach each other and the node through the bridge; the rule above fences the rest.
         sysctl_path("net.ipv4.ip_forward").write_text("1\n")
+        if sysctl_path(BRIDGE_NF_CALL_IPTABLES).exists():  # absent without br_netfilter; kube-router refuses then
+            sysctl_path(BRIDGE_NF_CALL_IPTABLES).write_text("1\n")
 
     def stop(self, ctx: Context) -> None:
-        while rule_present():
-            _run(["iptables", "-w", "-D", *egress_rule()])
+        for table in (RULE_TABLE, LEGACY_RULE_TABLE):
+            while rule_present(table):
+                _run(["iptables", "-w", "-t", table, "-D", *egress_rule()])
         if _run(["ip", "link", "show", BRIDGE], check=False).returncode == 0:
             _run(["ip", "link", "delete", BRIDGE])
         saved = self._saved(ctx)
