@@ -254,6 +254,8 @@ def test_client_is_confidential_with_exact_redirects(client: dict[str, Any], nam
     assert not any("*" in uri for uri in client["redirectUris"])
     assert sorted(client["webOrigins"]) == sorted([f"https://{host}", "http://127.0.0.1:5999"])
     assert client["attributes"]["access.token.lifespan"] == "3600"
+    # The realm roles it grants, which an uninstall with purge of another instance keeps.
+    assert client["attributes"]["mlstack.mlflow.realm-roles"] == f"{names.admin_role},{names.user_role}"
     assert client["attributes"]["post.logout.redirect.uris"].split("##") == [
         f"https://{host}/",
         "http://127.0.0.1:5999/",

@@ -120,8 +120,8 @@ def public(
         connection.close()
 
 
-def keycloak_clients(env: dict[str, str], client_id: str) -> list[dict[str, Any]]:
-    """The realm's clients named ``client_id``, read as Keycloak's master admin."""
+def keycloak_admin(env: dict[str, str], method: str, path: str, body: object = None) -> Any:
+    """A call to the realm's admin API as Keycloak's master admin; the JSON answer, or None."""
     form = {
         "grant_type": "password",
         "client_id": "admin-cli",
@@ -132,11 +132,29 @@ def keycloak_clients(env: dict[str, str], client_id: str) -> list[dict[str, Any]
     with urllib.request.urlopen(url, data=urllib.parse.urlencode(form).encode(), timeout=15) as response:  # noqa: S310
         admin = json.loads(response.read())["access_token"]
     request = urllib.request.Request(
-        f"{env['KEYCLOAK_URL']}/admin/realms/{env['KEYCLOAK_REALM']}/clients?clientId={urllib.parse.quote(client_id)}",
-        headers={"Authorization": f"Bearer {admin}"},
+        f"{env['KEYCLOAK_URL']}/admin/realms/{env['KEYCLOAK_REALM']}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
-        return json.loads(response.read())
+        answer = response.read()
+    return json.loads(answer) if answer else None
+
+
+def keycloak_clients(env: dict[str, str], client_id: str) -> list[dict[str, Any]]:
+    """The realm's clients named ``client_id``."""
+    return keycloak_admin(env, "GET", f"/clients?clientId={urllib.parse.quote(client_id)}")
+
+
+def realm_role_exists(env: dict[str, str], name: str) -> bool:
+    try:
+        keycloak_admin(env, "GET", f"/roles/{urllib.parse.quote(name)}")
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return False
+        raise
+    return True
 
 
 @pytest.mark.parametrize("expose", ["ingress", "httproute"])
@@ -451,4 +469,31 @@ def test_uninstall_removes_what_the_mode_created(stack_env: dict[str, str], kube
         ("deployment", "mlflow"),
     ]:
         assert kubectl.run("-n", NAME, "get", kind, name, check=False).returncode != 0, (kind, name)
-    assert keycloak_clients(stack_env, NAME) == []
+    # Without purge the client and the realm roles stay: they carry every user's role assignments.
+    assert len(keycloak_clients(stack_env, NAME)) == 1
+    assert realm_role_exists(stack_env, f"{NAME}-admin") and realm_role_exists(stack_env, f"{NAME}-user")
+
+
+def test_a_purge_keeps_the_realm_roles_another_instance_names(
+    stack_env: dict[str, str], kubectl: Kubectl, deployed: Path
+) -> None:
+    """Another MLflow client in the realm grants the user role too: the purge removes only the admin role."""
+    other = f"{NAME}-other"
+    keycloak_admin(
+        stack_env,
+        "POST",
+        "/clients",
+        {"clientId": other, "attributes": {"mlstack.mlflow.realm-roles": f"{NAME}-user"}},
+    )
+    try:
+        result = playbook(deployed, "playbooks/19_uninstall.yaml", mlflow_purge=True)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert keycloak_clients(stack_env, NAME) == []
+        assert not realm_role_exists(stack_env, f"{NAME}-admin")
+        assert realm_role_exists(stack_env, f"{NAME}-user")
+        assert f"Kept the realm roles {NAME}-user" in " ".join(result.stdout.split())
+    finally:
+        for client in keycloak_clients(stack_env, other):
+            keycloak_admin(stack_env, "DELETE", f"/clients/{client['id']}")
+        if realm_role_exists(stack_env, f"{NAME}-user"):
+            keycloak_admin(stack_env, "DELETE", f"/roles/{NAME}-user")
