@@ -170,15 +170,20 @@ def admin_cli_scripts(renderer: Callable[[str], dict[str, Path]]) -> dict[str, P
 
 
 def source(
-    shell: str, script: Path, env: dict[str, str], then: str = SHOW_ENV, stdin: int | None = subprocess.DEVNULL
+    shell: str,
+    script: Path,
+    env: dict[str, str],
+    then: str = SHOW_ENV,
+    stdin: int | None = subprocess.DEVNULL,
+    before: str = "",
 ) -> subprocess.CompletedProcess[str]:
     """Source the script in a fresh shell, then run python -c THEN (if the source succeeded) and exit with
-    the source's status. The environment is exactly ``env`` plus PATH and HOME."""
+    the source's status. The environment is exactly ``env`` plus PATH and HOME. ``before`` runs first."""
     python = sys.executable
     if shell != "fish":
-        program = f'. {script}; rc=$?; [ $rc -eq 0 ] && {python} -c "$SHOW"; exit $rc'
+        program = f'{before}. {script}; rc=$?; [ $rc -eq 0 ] && {python} -c "$SHOW"; exit $rc'
     else:
-        program = f'source {script}; set rc $status; test $rc -eq 0; and {python} -c "$SHOW"; exit $rc'
+        program = f'{before}source {script}; set rc $status; test $rc -eq 0; and {python} -c "$SHOW"; exit $rc'
     # A UTF-8 locale, as in a code-server terminal: fish decodes the environment by the locale, so a
     # non-ASCII password reaches it intact only under a UTF-8 locale (bash passes bytes through).
     base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(script.parent), "LANG": "C.UTF-8", "SHOW": then}
@@ -223,6 +228,34 @@ def test_sourcing_exports_a_token_and_prints_nothing(
     assert seen["MLFLOW_TRACKING_PASSWORD"] is None
     assert claims(seen["MLFLOW_TRACKING_TOKEN"])["azp"] == client.client_id
     assert admin.issued_to(seen["MLFLOW_TRACKING_TOKEN"], keycloak["PLATFORM_ADMIN_USER"])
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tracing_shows_no_password_secret_or_token(
+    shell: str, scripts: dict[str, Path], client: Client, keycloak: dict[str, str]
+) -> None:
+    """Under `set -x` (fish: fish_trace) the script traces nothing secret, and tracing is on again after it."""
+    env = {"MLFLOW_AUTH_PASSWORD": keycloak["PLATFORM_ADMIN_PASSWORD"], **client_env(client)}
+    trace = "set fish_trace 1; " if shell == "fish" else "set -x; "
+    result = source(shell, scripts[shell], env, before=trace)
+    assert result.returncode == 0, result.stderr[-2000:]
+    token = json.loads(result.stdout.splitlines()[-1])["MLFLOW_TRACKING_TOKEN"]
+    for secret in (keycloak["PLATFORM_ADMIN_PASSWORD"], token, client.secret):
+        if secret:
+            assert secret not in result.stderr
+    # Tracing came back: the python command after the source is traced.
+    assert sys.executable in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_curlrc_does_not_redirect_the_secrets(
+    shell: str, scripts: dict[str, Path], client: Client, keycloak: dict[str, str], tmp_path: Path
+) -> None:
+    """curl -q: a ~/.curlrc sending everything through a proxy (here one that does not exist) is ignored."""
+    (tmp_path / ".curlrc").write_text('proxy = "http://127.0.0.1:9"\nnoproxy = ""\n')
+    env = {"HOME": str(tmp_path), "MLFLOW_AUTH_PASSWORD": keycloak["PLATFORM_ADMIN_PASSWORD"], **client_env(client)}
+    result = source(shell, scripts[shell], env)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS)
