@@ -104,12 +104,17 @@ def token_for(env: dict[str, str], kubectl: Kubectl, user: str, password: str) -
 
 
 def public(
-    env: dict[str, str], method: str, path: str, body: object = None, headers: dict[str, str] | None = None
+    env: dict[str, str],
+    method: str,
+    path: str,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+    host: str = HOST,
 ) -> tuple[int, dict[str, str], bytes]:
-    """A request to https://HOST through the local ingress, like curl --resolve; redirects not followed."""
+    """A request to https://<host> through the local ingress, like curl --resolve; redirects not followed."""
     context = ssl.create_default_context(cafile=env["MLSTACK_CA_CERT"])
     address = ("127.0.0.1", int(env.get("INGRESS_HTTPS_PORT", "443")))
-    connection = http.client.HTTPSConnection(HOST, address[1], context=context, timeout=60)
+    connection = http.client.HTTPSConnection(host, address[1], context=context, timeout=60)
     connection._create_connection = lambda *_args, **_kw: socket.create_connection(address, timeout=60)  # type: ignore[attr-defined]
     try:
         data = json.dumps(body) if body is not None else None
@@ -209,6 +214,49 @@ def test_a_user_without_an_mlflow_role_is_refused(stack_env: dict[str, str], kub
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=15)  # noqa: S310 - the in-cluster Service
     assert refused.value.code in (401, 403)
+
+
+def test_an_existing_forward_auth_service_given_by_url_guards_another_instance(
+    stack_env: dict[str, str], kubectl: Kubectl, deployed: Path, tmp_path: Path
+) -> None:
+    """Bring your own proxy (as with Authentik's outpost): a second MLflow, without an oauth2-proxy of its own,
+    names the first one's auth endpoint (mlflow_proxy_auth_url) and shares its secret."""
+    byo = f"{NAME}-byo"
+    proxy_url = service_url(kubectl, NAME, "oauth2-proxy")
+    shared = base64.b64decode(kubectl.get("secret", "mlflow-proxy", NAME)["data"]["PROXY_SECRET"]).decode()
+    names = {
+        **SCENARIO,
+        "mlflow_namespace": byo,
+        "mlflow_hostname": f"{byo}.mlstack.test",
+        "mlflow_db_name": "t10b_byo",
+        "mlflow_auth_db_name": "t10b_byo_auth",
+        "mlflow_db_user": "t10b_byo",
+        "mlflow_artifacts_bucket": byo,
+        "mlflow_proxy_deploy_oauth2_proxy": False,
+        "mlflow_proxy_auth_url": f"{proxy_url}/oauth2/auth",
+        "mlflow_proxy_signin_url": f"https://{HOST}/oauth2/start",
+        "mlflow_proxy_shared_secret": shared,
+    }
+    try:
+        result = run_playbook(tmp_path, "playbooks/11_deploy.yaml", names)
+        assert result.returncode == 0, result.stdout[-4000:]
+        assert kubectl.run("-n", byo, "get", "deployment", "oauth2-proxy", check=False).returncode != 0
+        annotations = kubectl.get("ingress", "mlflow", byo)["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/auth-url"] == f"{proxy_url}/oauth2/auth"
+        token = token_for(stack_env, kubectl, stack_env["PLATFORM_ADMIN_USER"], stack_env["PLATFORM_ADMIN_PASSWORD"])
+        status, _, body = public(
+            stack_env,
+            "GET",
+            "/ajax-api/2.0/mlflow/users/current",
+            headers={"Authorization": f"Bearer {token}"},
+            host=f"{byo}.mlstack.test",
+        )
+        assert status == 200 and json.loads(body)["user"]["username"] == stack_env["PLATFORM_ADMIN_USER"], body[:300]
+        status, headers, _ = public(stack_env, "GET", "/", host=f"{byo}.mlstack.test")
+        assert status == 302 and headers["location"].startswith(f"https://{HOST}/oauth2/start?rd="), headers
+    finally:
+        purged = run_playbook(tmp_path, "playbooks/19_uninstall.yaml", {**names, "mlflow_purge": True})
+        assert purged.returncode == 0, purged.stdout[-3000:]
 
 
 def test_runs_created_through_the_proxy_carry_the_users_name(
