@@ -9,11 +9,15 @@ module: s3_bucket
 short_description: Ensure a bucket on an S3-compatible store (SeaweedFS, MinIO, Ceph RGW, AWS)
 description:
   - Creates the bucket when it is missing, with path-style addressing and a custom endpoint.
-  - Deletes it with C(state=absent); with C(purge=true) its objects are deleted first.
+  - A bucket it creates gets a marker object (C(.mlstack.mlflow/created)), so a later C(state=absent) knows
+    the bucket is its own. A bucket that existed before is never marked.
+  - Deletes it with C(state=absent); with C(purge=true) its objects are deleted first. With C(prefixes),
+    only the objects under them are deleted, and the bucket only when it carries the marker and nothing
+    else is left in it: a bucket someone else created, or that holds other data, stays.
   - Why not amazon.aws.s3_bucket? It reads and writes bucket sub-resources (tagging, versioning,
     encryption, ownership controls, public access blocks) that S3-compatible stores often do not
     implement, so it fails against them. This module uses only HeadBucket, CreateBucket,
-    ListObjectsV2, DeleteObjects and DeleteBucket.
+    ListObjectsV2, PutObject (the marker), DeleteObjects and DeleteBucket.
   - Real errors surface: a wrong key, a refused TLS certificate or a bucket owned by someone else fails the task.
 version_added: 0.1.0
 author: mlstack developers
@@ -31,6 +35,13 @@ options:
     description: With C(state=absent), delete every object first (otherwise a non-empty bucket fails).
     type: bool
     default: false
+  prefixes:
+    description:
+      - With C(state=absent), delete only the objects under these key prefixes (a C(/) is added to each),
+        and the bucket itself only when it carries the marker and is empty but for it.
+      - Overrides C(purge).
+    type: list
+    elements: str
 extends_documentation_fragment:
   - mlstack.mlflow.s3
 attributes:
@@ -61,6 +72,14 @@ deleted_objects:
   description: Number of objects deleted by a purge.
   returned: when state=absent
   type: int
+bucket_deleted:
+  description: Whether the bucket itself was (or, in check mode, would be) deleted.
+  returned: when state=absent
+  type: bool
+kept_because:
+  description: Why the bucket stayed after deleting the prefixes (empty when it was deleted).
+  returned: when state=absent with prefixes
+  type: str
 """
 
 from typing import Any
@@ -85,15 +104,67 @@ def bucket_exists(s3: Any, name: str) -> bool:
         raise
 
 
-def purge_objects(s3: Any, name: str) -> int:
+MARKER = ".mlstack.mlflow/created"
+
+
+def has_marker(s3: Any, name: str) -> bool:
+    try:
+        s3.head_object(Bucket=name, Key=MARKER)
+        return True
+    except ClientError as err:
+        if str(err.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def keys_left(s3: Any, name: str, limit: int = 2) -> list[str]:
+    page = s3.list_objects_v2(Bucket=name, MaxKeys=limit)
+    return [obj["Key"] for obj in page.get("Contents", [])]
+
+
+def purge_objects(s3: Any, name: str, prefix: str = "") -> int:
     deleted = 0
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=name):
+    for page in paginator.paginate(Bucket=name, Prefix=prefix):
         keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
         if keys:
             s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
             deleted += len(keys)
     return deleted
+
+
+def purge_prefixes(module: AnsibleModule, s3: Any, name: str, existed: bool, prefixes: list[str]) -> dict[str, Any]:
+    """Delete what is under ``prefixes``; the bucket too when it is ours (marked) and nothing else is in it."""
+    if not existed:
+        return {"changed": False, "existed": False, "deleted_objects": 0, "bucket_deleted": False, "kept_because": ""}
+    wanted = [prefix.strip("/") + "/" for prefix in prefixes if prefix.strip("/")]
+    deleted = 0
+    if module.check_mode:
+        for prefix in wanted:
+            deleted += sum(
+                page.get("KeyCount", 0)
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
+            )
+    else:
+        for prefix in wanted:
+            deleted += purge_objects(s3, name, prefix)
+    ours = has_marker(s3, name)
+    others = [key for key in keys_left(s3, name, limit=1000) if key != MARKER and not key.startswith(tuple(wanted))]
+    kept = ""
+    if not ours:
+        kept = "the collection did not create it (no marker object)"
+    elif others:
+        kept = f"it holds other objects, such as {others[0]!r}"
+    if not kept and not module.check_mode:
+        s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": MARKER}], "Quiet": True})
+        s3.delete_bucket(Bucket=name)
+    return {
+        "changed": deleted > 0 or not kept,
+        "existed": True,
+        "deleted_objects": deleted,
+        "bucket_deleted": not kept,
+        "kept_because": kept,
+    }
 
 
 def main() -> None:
@@ -103,6 +174,7 @@ def main() -> None:
             **CONNECTION_ARGS,
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "purge": {"type": "bool", "default": False},
+            "prefixes": {"type": "list", "elements": "str"},
         },
         supports_check_mode=True,
     )
@@ -116,13 +188,16 @@ def main() -> None:
         if params["state"] == "present":
             if not existed and not module.check_mode:
                 s3.create_bucket(Bucket=name)
+                s3.put_object(Bucket=name, Key=MARKER, Body=b"created by the mlstack.mlflow collection\n")
             module.exit_json(changed=not existed, existed=existed)
+        if params["prefixes"] is not None:
+            module.exit_json(**purge_prefixes(module, s3, name, existed, params["prefixes"]))
         deleted = 0
         if existed and not module.check_mode:
             if params["purge"]:
                 deleted = purge_objects(s3, name)
             s3.delete_bucket(Bucket=name)
-        module.exit_json(changed=existed, existed=existed, deleted_objects=deleted)
+        module.exit_json(changed=existed, existed=existed, deleted_objects=deleted, bucket_deleted=existed)
     except ClientError as err:
         error = err.response.get("Error", {})
         module.fail_json(

@@ -71,8 +71,8 @@ def database_exists(env: dict[str, str], name: str) -> bool:
         return cursor.fetchone() is not None
 
 
-def bucket_exists(env: dict[str, str]) -> bool:
-    s3 = boto3.client(
+def s3_client(env: dict[str, str]):  # noqa: ANN201 - a boto3 client
+    return boto3.client(
         "s3",
         endpoint_url=env["S3_ENDPOINT_URL"],
         aws_access_key_id=env["S3_ACCESS_KEY"],
@@ -80,7 +80,30 @@ def bucket_exists(env: dict[str, str]) -> bool:
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}),
     )
-    return NAME in [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]]
+
+
+def bucket_exists(env: dict[str, str], name: str = NAME) -> bool:
+    return name in [bucket["Name"] for bucket in s3_client(env).list_buckets()["Buckets"]]
+
+
+def test_a_purge_keeps_a_bucket_the_collection_did_not_create(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """Someone else's bucket: the purge empties the MLflow prefixes (artifacts, backups) and keeps the rest."""
+    foreign = f"{NAME}-foreign"
+    s3 = s3_client(stack_env)
+    s3.create_bucket(Bucket=foreign)
+    for key in ("artifacts/1/model.pkl", "backups/b1/mlflow.dump", "theirs/data.csv"):
+        s3.put_object(Bucket=foreign, Key=key, Body=b"x")
+    try:
+        result = playbook(tmp_path, "playbooks/19_uninstall.yaml", mlflow_purge=True, mlflow_artifacts_bucket=foreign)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert bucket_exists(stack_env, foreign)
+        keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=foreign).get("Contents", [])]
+        assert keys == ["theirs/data.csv"]
+        assert f"Kept bucket {foreign}: the collection did not create it" in " ".join(result.stdout.split())
+    finally:
+        for obj in s3.list_objects_v2(Bucket=foreign).get("Contents", []):
+            s3.delete_object(Bucket=foreign, Key=obj["Key"])
+        s3.delete_bucket(Bucket=foreign)
 
 
 @pytest.fixture
