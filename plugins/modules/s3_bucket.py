@@ -13,7 +13,7 @@ description:
     the bucket is its own. A bucket that existed before is never marked.
   - Deletes it with C(state=absent); with C(purge=true) its objects are deleted first. With C(prefixes),
     only the objects under them are deleted, and the bucket only when it carries the marker and nothing
-    else is left in it: a bucket someone else created, or that holds other data, stays.
+    else is left in it; a bucket someone else created, or that holds other data, stays.
   - Why not amazon.aws.s3_bucket? It reads and writes bucket sub-resources (tagging, versioning,
     encryption, ownership controls, public access blocks) that S3-compatible stores often do not
     implement, so it fails against them. This module uses only HeadBucket, CreateBucket,
