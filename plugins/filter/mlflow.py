@@ -479,6 +479,25 @@ def _service_rule(
     return {"to": sorted(peers, key=repr), "ports": _tcp_ports(ports)}
 
 
+def mlflow_object_refs(results: Any) -> list[dict[str, str]]:
+    """``[{api_version, kind, name}]`` of the objects in a looped k8s_info's ``results`` (each with its
+    ``item``: api_version and kind): what a delete loop needs, without the objects (a Secret's data) in it."""
+    if not isinstance(results, list):
+        raise AnsibleFilterError("mlflow_object_refs: the input must be the results list of a looped k8s_info")
+    refs = []
+    for result in results:
+        item = result.get("item") or {}
+        for resource in result.get("resources") or []:
+            refs.append(
+                {
+                    "api_version": item.get("api_version", ""),
+                    "kind": item.get("kind", ""),
+                    "name": (resource.get("metadata") or {}).get("name", ""),
+                }
+            )
+    return refs
+
+
 class FilterModule:
     """mlstack.mlflow filters."""
 
@@ -495,4 +514,5 @@ class FilterModule:
             "mlflow_route_problems": mlflow_route_problems,
             "mlflow_service_ref": mlflow_service_ref,
             "mlflow_egress_rules": mlflow_egress_rules,
+            "mlflow_object_refs": mlflow_object_refs,
         }

@@ -30,8 +30,8 @@ SCENARIO = {
 }
 
 
-def playbook(tmp_path: Path, name: str, **extra: object) -> subprocess.CompletedProcess[str]:
-    return run_playbook(tmp_path, name, {**SCENARIO, **extra})
+def playbook(tmp_path: Path, name: str, *args: str, **extra: object) -> subprocess.CompletedProcess[str]:
+    return run_playbook(tmp_path, name, {**SCENARIO, **extra}, *args)
 
 
 def token(env: dict[str, str], kubectl: Kubectl) -> str:
@@ -121,8 +121,13 @@ def test_uninstall_keeps_data_and_a_new_deploy_finds_old_runs(
     assert deployed.returncode == 0, deployed.stdout[-3000:]
     experiment = mlflow_api(stack_env, kubectl, "/experiments/create", {"name": "kept-across-uninstall"})
 
-    removed = playbook(tmp_path, "playbooks/19_uninstall.yaml")
+    data = kubectl.get("secret", "mlflow-db", NAME)["data"]
+    removed = playbook(tmp_path, "playbooks/19_uninstall.yaml", "-vvv")
     assert removed.returncode == 0, removed.stdout[-3000:]
+    # At any verbosity: no Secret's data, encoded or not, in the output.
+    for encoded in (data["password"], data["MLFLOW_BACKEND_STORE_URI"]):
+        assert encoded not in removed.stdout
+        assert base64.b64decode(encoded).decode() not in removed.stdout
     assert kubectl.run("-n", NAME, "get", "deployment", "mlflow", check=False).returncode != 0
     assert kubectl.run("-n", NAME, "get", "secret", "mlflow-db", check=False).returncode != 0
     claims = json.loads(kubectl.run("-n", NAME, "get", "pvc", "-o", "json").stdout)["items"]

@@ -14,6 +14,7 @@ from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
     dockerconfigjson,
     mlflow_db_uri,
     mlflow_egress_rules,
+    mlflow_object_refs,
     mlflow_route_problems,
     mlflow_service_hosts,
     mlflow_service_ref,
@@ -438,6 +439,7 @@ def test_filter_module_exposes_filters():
         "mlflow_route_problems",
         "mlflow_service_ref",
         "mlflow_egress_rules",
+        "mlflow_object_refs",
     }
     assert all(callable(f) for f in filters.values())
 
@@ -534,3 +536,15 @@ def test_egress_rules_are_unique_and_refuse_bad_targets() -> None:
         mlflow_egress_rules([{"host": "x"}])
     with pytest.raises(AnsibleFilterError):
         mlflow_egress_rules([{"host": "x", "port": 70000}])
+
+
+def test_object_refs_carry_kind_and_name_only() -> None:
+    secret = {"metadata": {"name": "mlflow-db"}, "data": {"DB_PASSWORD": "c2VjcmV0"}}
+    results = [
+        {"item": {"api_version": "v1", "kind": "Secret"}, "resources": [secret]},
+        {"item": {"api_version": "v1", "kind": "ConfigMap"}, "resources": []},
+        {"item": {"api_version": "v1", "kind": "Service"}, "skipped": True},
+    ]
+    assert mlflow_object_refs(results) == [{"api_version": "v1", "kind": "Secret", "name": "mlflow-db"}]
+    with pytest.raises(AnsibleFilterError):
+        mlflow_object_refs({"results": []})
