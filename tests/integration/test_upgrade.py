@@ -340,6 +340,8 @@ def test_upgrade_keeps_every_object_and_the_users_permission(
     )
     renamed = {"experiment_id": second, "new_name": "t9-renamed"}
     assert analyst.call("POST", "/api/2.0/mlflow/experiments/update", renamed)[0] == 403
+    # Deny by default (mlflow_basic_default_permission NO_PERMISSIONS): no grant, nothing to read.
+    assert analyst.call("GET", "/api/2.0/mlflow/experiments/get", {"experiment_id": second})[0] == 403
 
     again = playbook(tmp, "playbooks/11_deploy.yaml", mlflow_image=image(NEW))
     assert again.returncode == 0 and changed_count(again.stdout) == 0, again.stdout[-3000:]
