@@ -6,6 +6,7 @@ Run through the Makefile (``make up``, ``make down``, ``make status``), which se
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import sys
 import time
 
@@ -70,6 +71,7 @@ def cmd_up(ctx: Context, only: list[str]) -> int:
         raise StackError(f"unknown component(s) {', '.join(sorted(unknown))}; known: {known}")
     total = len(only) if only else len(every)
     started = time.monotonic()
+    early = start_early_builds(ctx, [c for c in every if not only or c.name in only])
     index = 0
     for component in every:
         step = time.monotonic()
@@ -83,7 +85,10 @@ def cmd_up(ctx: Context, only: list[str]) -> int:
             say(f"[{index}/{total}] {component.title}: already up")
         else:
             say(f"[{index}/{total}] {component.title}: preparing")
-            component.prepare(ctx)
+            if component.name in early:
+                early.pop(component.name).result()  # built meanwhile; its error, if any, surfaces here
+            else:
+                component.prepare(ctx)
             say(f"[{index}/{total}] {component.title}: starting")
             component.start(ctx)
             say(f"[{index}/{total}] {component.title}: up in {time.monotonic() - step:.1f}s")
@@ -91,6 +96,22 @@ def cmd_up(ctx: Context, only: list[str]) -> int:
     write_stack_env(ctx)
     say(f"Local stack up in {time.monotonic() - started:.1f}s; environment in {ctx.paths.stack_env}")
     return 0
+
+
+# Builds that need nothing of the components before them, started in the background while those start:
+# the images (debootstrap, apt and pip downloads: mostly waiting on the network and the disk) overlap the
+# Go builds of the control plane and the platform (mostly CPU). Only a build; start() stays in order.
+EARLY_BUILDS = ("images",)
+
+
+def start_early_builds(ctx: Context, wanted: list[Component]) -> dict[str, concurrent.futures.Future[None]]:
+    early = [c for c in wanted if c.name in EARLY_BUILDS and c.needs_build(ctx)]
+    if not early:
+        return {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-build")
+    futures = {c.name: pool.submit(c.prepare, ctx) for c in early}
+    pool.shutdown(wait=False)
+    return futures
 
 
 def write_stack_env(ctx: Context) -> None:

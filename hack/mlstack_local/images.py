@@ -744,6 +744,10 @@ class Images:
         check_tools()
         build_images(ctx.paths, image_specs())
 
+    def needs_build(self, ctx: Context) -> bool:
+        """Whether prepare() has anything to build (an image archive is missing)."""
+        return not all(image.archive(ctx.paths).is_file() for image in image_specs().all())
+
     def is_up(self, ctx: Context) -> bool:
         access = RegistryAccess.from_env(ctx.env)
         if access is None:
