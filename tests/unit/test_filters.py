@@ -482,6 +482,7 @@ def test_filter_module_exposes_filters():
         "image_version",
         "mlflow_service_hosts",
         "mlflow_route_problems",
+        "mlflow_resource_problems",
         "mlflow_service_ref",
         "mlflow_egress_rules",
     }
