@@ -186,6 +186,11 @@ CASES = {
         (),
         "mlflow_port, mlflow_db_port and mlflow_db_admin_port must be TCP ports in 1-65535 (got '5000', '0'",
     ),
+    "egress port out of range": (
+        {"mlflow_network_policy_extra_egress_ports": [8443, 65536]},
+        (),
+        "and so must every entry of mlflow_network_policy_extra_egress_ports (got [8443, 65536])",
+    ),
     "resources not a quantity": (
         {"mlflow_resources": {"limits": {"cpu": "two", "memory": "2Gi"}}},
         (),
