@@ -80,6 +80,17 @@
     resolved its backends. Example::
 
         "{{ route | mlstack.mlflow.mlflow_route_problems | length == 0 }}"
+
+``mlflow_resource_problems``
+    What the API server would refuse in a container's ``resources``, found before any change: keys
+    other than ``requests``, ``limits`` and ``claims``, resource names that are not qualified names,
+    values that are not Kubernetes quantities (``500m``, ``1Gi``, ``2``, ``1e3``; negative ones are
+    refused), and a request above its limit. Parameters: the value (``None`` when the variable is not
+    set: no problem), ``name`` (the variable, which starts every problem). Returns a list of str, empty
+    when the API server would accept it. Example::
+
+        "{{ mlflow_resources | mlstack.mlflow.mlflow_resource_problems('mlflow_resources') }}"
+        # ["mlflow_resources: limits.cpu 'two' is not a Kubernetes quantity"]
 """
 
 from __future__ import annotations
@@ -89,6 +100,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -367,6 +379,86 @@ def mlflow_route_problems(route: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# A non-negative Kubernetes quantity: a decimal number with a binary or decimal SI suffix or an exponent.
+_QUANTITY_RE = re.compile(
+    r"\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+    r"(?:(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])|[eE](?P<exponent>[-+]?[0-9]+))?\Z"
+)
+_QUANTITY_SUFFIXES = {
+    "": Decimal(1),
+    **{suffix: Decimal(1024) ** power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
+    **{
+        suffix: Decimal(10) ** power
+        for suffix, power in zip("numkMGTPE", (-9, -6, -3, 3, 6, 9, 12, 15, 18), strict=True)
+    },
+}
+# A qualified name such as cpu, memory, ephemeral-storage, hugepages-2Mi or nvidia.com/gpu.
+_RESOURCE_NAME_RE = re.compile(
+    r"(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z"
+)
+_RESOURCE_KEYS = ("requests", "limits", "claims")
+
+
+def _quantity(value: Any) -> Decimal | None:
+    """The value of a Kubernetes quantity, or None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    found = _QUANTITY_RE.match(str(value))
+    if not found:
+        return None
+    try:
+        number = Decimal(found["number"])
+        if found["exponent"] is not None:
+            return number.scaleb(int(found["exponent"]))
+        return number * _QUANTITY_SUFFIXES[found["suffix"] or ""]
+    except (InvalidOperation, OverflowError):
+        return None
+
+
+def mlflow_resource_problems(resources: Any, name: str) -> list[str]:
+    """What the API server would refuse in a container's resources; empty when nothing."""
+    if resources is None:
+        return []
+    if not isinstance(resources, Mapping):
+        return [f"{name} must be a mapping with requests and limits, got {type(resources).__name__}"]
+    problems = [
+        f"{name}: unknown key {key!r} (only requests, limits and claims)"
+        for key in resources
+        if key not in _RESOURCE_KEYS
+    ]
+    values: dict[str, dict[str, Decimal]] = {}
+    for kind in ("requests", "limits"):
+        entries = resources.get(kind) or {}
+        if not isinstance(entries, Mapping):
+            problems.append(f"{name}: {kind} must be a mapping of resource names to quantities")
+            continue
+        values[kind] = {}
+        for resource, value in entries.items():
+            if not isinstance(resource, str) or not _RESOURCE_NAME_RE.match(resource):
+                problems.append(
+                    f"{name}: {kind} names {resource!r}, which is not a resource name such as cpu or memory"
+                )
+                continue
+            amount = _quantity(value)
+            if amount is None:
+                problems.append(f"{name}: {kind}.{resource} {value!r} is not a Kubernetes quantity such as 500m or 1Gi")
+            else:
+                values[kind][resource] = amount
+    claims = resources.get("claims")
+    if claims is not None and (
+        not isinstance(claims, list) or not all(isinstance(c, Mapping) and c.get("name") for c in claims)
+    ):
+        problems.append(f"{name}: claims must be a list of {{name: ...}} entries")
+    for resource, requested in (values.get("requests") or {}).items():
+        limit = (values.get("limits") or {}).get(resource)
+        if limit is not None and requested > limit:
+            problems.append(
+                f"{name}: requests.{resource} {resources['requests'][resource]} is more than "
+                f"limits.{resource} {resources['limits'][resource]}"
+            )
+    return problems
+
+
 # <service>.<namespace>, optionally .svc and a cluster domain: the names cluster DNS answers for Services.
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
 _SERVICE_NAME = re.compile(rf"({_DNS_LABEL})\.({_DNS_LABEL})(?:\.svc(?:\.[a-z0-9.-]+)?)?\Z")
@@ -512,6 +604,7 @@ class FilterModule:
             "image_version": image_version,
             "mlflow_service_hosts": mlflow_service_hosts,
             "mlflow_route_problems": mlflow_route_problems,
+            "mlflow_resource_problems": mlflow_resource_problems,
             "mlflow_service_ref": mlflow_service_ref,
             "mlflow_egress_rules": mlflow_egress_rules,
             "mlflow_object_refs": mlflow_object_refs,

@@ -1,4 +1,9 @@
-"""Bad input fails before any change, with a message naming the variable and the expected form."""
+"""Bad input fails before any change, with a message naming the variable and the expected form.
+
+Every case runs the whole component (``site.yml --tags mlflow``), whose first playbook (10) creates the
+Keycloak client: a check that only ran in 11 would fail after that first change, and the run's changed=0
+would not hold.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,30 @@ import pytest
 from .conftest import REPO_ROOT, Kubectl
 
 NAMESPACE = "mlflow-bad-input"
+# Names of its own, so a check that let a value through would not touch the stack's `mlflow` deployment
+# (its Keycloak client, database role and bucket).
+NAMES = {
+    "mlflow_namespace": NAMESPACE,
+    "mlflow_hostname": "mlflow-bad-input.{{ domain_name }}",
+    "mlflow_client_id": "mlflow-bad-input",
+    "mlflow_db_name": "mlflow_bad_input",
+    "mlflow_auth_db_name": "mlflow_bad_input_auth",
+    "mlflow_db_user": "mlflow_bad_input",
+    "mlflow_artifacts_bucket": "mlflow-bad-input",
+}
+# Values that must not appear in the output, even in a failure message.
+SECRETS = ("mlflow_db_admin_password", "mlflow_s3_secret_key")
 
 
 def deploy(
-    tmp_path: Path, extra: dict[str, object], drop_env: tuple[str, ...] = ()
+    tmp_path: Path, extra: dict[str, object], drop_env: tuple[str, ...] = (), playbook: str = "site.yml"
 ) -> subprocess.CompletedProcess[str]:
     variables = tmp_path / "vars.json"
-    variables.write_text(json.dumps({"mlflow_namespace": NAMESPACE, **extra}))
+    variables.write_text(json.dumps({**NAMES, **extra}))
     script = " ".join(f"unset {name};" for name in drop_env)
     command = (
         f"{script} exec {Path(sys.executable).parent / 'ansible-playbook'} -i {REPO_ROOT / 'inventory' / 'local'} "
-        f"{REPO_ROOT / 'playbooks' / '11_deploy.yaml'} -e @{variables}"
+        f"{REPO_ROOT / playbook} {'--tags mlflow' if playbook == 'site.yml' else ''} -e @{variables}"
     )
     return subprocess.run(
         [str(REPO_ROOT / "hack" / "with-stack-env"), "bash", "-c", command],
@@ -137,6 +155,87 @@ CASES = {
         (),
         "the Gateway traefik/no-such-gateway (mlflow_gateway_namespace/mlflow_gateway_name) does not exist",
     ),
+    "no auth on the ingress": (
+        {"mlflow_auth_mode": "none"},
+        (),
+        "mlflow_auth_mode is 'none' (no login: anyone who reaches MLflow can read and change everything) with "
+        "mlflow_expose 'ingress'",
+    ),
+    "no auth on a load balancer": (
+        {"mlflow_auth_mode": "none", "mlflow_expose": "loadbalancer"},
+        (),
+        "set mlflow_auth_none_acknowledged: true to run it this way anyway (got mlflow_expose 'loadbalancer'",
+    ),
+    "invalid bucket name": (
+        {"mlflow_artifacts_bucket": "MLflow_Artifacts"},
+        (),
+        "mlflow_artifacts_bucket and mlflow_backup_bucket must be S3 bucket names",
+    ),
+    "bucket name with a trailing newline": (
+        {"mlflow_backup_bucket": "mlflow\n"},
+        (),
+        "mlflow_artifacts_bucket and mlflow_backup_bucket must be S3 bucket names",
+    ),
+    "server port out of range": (
+        {"mlflow_port": 70000},
+        (),
+        "mlflow_port, mlflow_db_port and mlflow_db_admin_port must be TCP ports in 1-65535 (got '70000', '5432'",
+    ),
+    "database port out of range": (
+        {"mlflow_db_port": 0},
+        (),
+        "mlflow_port, mlflow_db_port and mlflow_db_admin_port must be TCP ports in 1-65535 (got '5000', '0'",
+    ),
+    "egress port out of range": (
+        {"mlflow_network_policy_extra_egress_ports": [8443, 65536]},
+        (),
+        "and so must every entry of mlflow_network_policy_extra_egress_ports (got [8443, 65536])",
+    ),
+    "resources not a quantity": (
+        {"mlflow_resources": {"limits": {"cpu": "two", "memory": "2Gi"}}},
+        (),
+        "mlflow_resources: limits.cpu 'two' is not a Kubernetes quantity",
+    ),
+    "resources with an unknown key": (
+        {"mlflow_resources": {"cpu": "1"}},
+        (),
+        "mlflow_resources: unknown key 'cpu' (only requests, limits and claims)",
+    ),
+    "request over the limit": (
+        {"mlflow_migration_resources": {"requests": {"memory": "4Gi"}, "limits": {"memory": "1Gi"}}},
+        (),
+        "mlflow_migration_resources: requests.memory 4Gi is more than limits.memory 1Gi",
+    ),
+    "missing storage class": (
+        {"storage_class_name": "no-such-class"},
+        (),
+        "the StorageClass 'no-such-class' (storage_class_name) does not exist",
+    ),
+    "missing models storage class": (
+        {"mlflow_models_storage_class": "no-such-class"},
+        (),
+        "the StorageClass 'no-such-class' (mlflow_models_storage_class) does not exist",
+    ),
+    "PostgreSQL refuses the password": (
+        {"mlflow_db_admin_password": "not-the-password"},
+        (),
+        "Could not log in to PostgreSQL at",
+    ),
+    "PostgreSQL unreachable": (
+        {"mlflow_db_admin_port": 1},
+        (),
+        "Could not log in to PostgreSQL at",
+    ),
+    "S3 refuses the keys": (
+        {"mlflow_s3_access_key": "nobody", "mlflow_s3_secret_key": "not-the-secret-key"},
+        (),
+        "S3 at",
+    ),
+    "S3 unreachable": (
+        {"mlflow_s3_admin_endpoint_url": "http://127.0.0.1:1"},
+        (),
+        "S3 at http://127.0.0.1:1 (mlflow_s3_admin_endpoint_url) could not be reached",
+    ),
 }
 
 
@@ -147,5 +246,24 @@ def test_bad_input_fails_before_any_change(case: str, tmp_path: Path, kubectl: K
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert message in output, output[-2000:]
+    assert "changed=0" in output
+    assert kubectl.run("get", "namespace", NAMESPACE, check=False).returncode != 0
+    for name in SECRETS:
+        if extra.get(name):
+            assert str(extra[name]) not in result.stdout + result.stderr, f"{name}'s value is in the output"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"mlflow_expose": "none"}, {"mlflow_auth_none_acknowledged": True}],
+    ids=["no exposure", "acknowledged"],
+)
+def test_no_auth_is_allowed_without_exposure_or_when_acknowledged(
+    extra: dict[str, object], tmp_path: Path, kubectl: Kubectl
+) -> None:
+    """10 runs the whole preflight, then changes nothing without a Keycloak client to configure."""
+    result = deploy(tmp_path, {"mlflow_auth_mode": "none", **extra}, playbook="playbooks/10_configure_keycloak.yaml")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output[-2000:]
     assert "changed=0" in output
     assert kubectl.run("get", "namespace", NAMESPACE, check=False).returncode != 0

@@ -15,6 +15,7 @@ from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
     mlflow_db_uri,
     mlflow_egress_rules,
     mlflow_object_refs,
+    mlflow_resource_problems,
     mlflow_route_problems,
     mlflow_service_hosts,
     mlflow_service_ref,
@@ -386,6 +387,51 @@ def test_service_hosts_refuse_a_non_dict():
         mlflow_service_hosts("mlflow")
 
 
+# --- mlflow_resource_problems ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        None,
+        {},
+        {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+        {"requests": {"cpu": 1, "memory": "1e9"}, "limits": {"cpu": 1.5, "memory": "1G"}},
+        {"limits": {"cpu": "1500m", "ephemeral-storage": "1Ei", "nvidia.com/gpu": 1}},
+        {"requests": {"cpu": "1500m"}, "limits": {"cpu": "1.5"}},
+        {"requests": {"memory": ".5Gi"}, "claims": [{"name": "gpu"}]},
+    ],
+)
+def test_resources_the_api_server_accepts_have_no_problem(resources):
+    assert mlflow_resource_problems(resources, "mlflow_resources") == []
+
+
+@pytest.mark.parametrize(
+    ("resources", "problem"),
+    [
+        ("1Gi", "mlflow_resources must be a mapping with requests and limits, got str"),
+        ({"cpu": "1"}, "mlflow_resources: unknown key 'cpu' (only requests, limits and claims)"),
+        ({"limits": "2"}, "mlflow_resources: limits must be a mapping of resource names to quantities"),
+        ({"limits": {"cpu": "two"}}, "mlflow_resources: limits.cpu 'two' is not a Kubernetes quantity"),
+        ({"limits": {"memory": "1Gb"}}, "mlflow_resources: limits.memory '1Gb' is not a Kubernetes quantity"),
+        ({"limits": {"memory": "-1Gi"}}, "mlflow_resources: limits.memory '-1Gi' is not a Kubernetes quantity"),
+        ({"limits": {"memory": "1Gi\n"}}, "mlflow_resources: limits.memory '1Gi\\n' is not a Kubernetes quantity"),
+        ({"limits": {"cpu": True}}, "mlflow_resources: limits.cpu True is not a Kubernetes quantity"),
+        ({"requests": {"bad name": "1"}}, "mlflow_resources: requests names 'bad name', which is not a resource name"),
+        ({"claims": ["gpu"]}, "mlflow_resources: claims must be a list of {name: ...} entries"),
+        (
+            {"requests": {"memory": "4Gi"}, "limits": {"memory": "1Gi"}},
+            "mlflow_resources: requests.memory 4Gi is more than limits.memory 1Gi",
+        ),
+        ({"requests": {"cpu": "2001m"}, "limits": {"cpu": 2}}, "mlflow_resources: requests.cpu 2001m is more than"),
+    ],
+)
+def test_resources_the_api_server_refuses_are_named(resources, problem):
+    problems = mlflow_resource_problems(resources, "mlflow_resources")
+    assert len(problems) == 1
+    assert problems[0].startswith(problem)
+
+
 # --- mlflow_route_problems ------------------------------------------------------------------------
 
 
@@ -437,6 +483,7 @@ def test_filter_module_exposes_filters():
         "image_version",
         "mlflow_service_hosts",
         "mlflow_route_problems",
+        "mlflow_resource_problems",
         "mlflow_service_ref",
         "mlflow_egress_rules",
         "mlflow_object_refs",
