@@ -37,6 +37,6 @@ grep -Eq 'localhost +: ok=[0-9]+ +changed=0 ' .local/rerun.log || { echo "FAILED
 step "18_test: verify the deployment as a user would"
 hack/with-stack-env ansible-playbook -i inventory/local playbooks/18_test.yaml
 step "integration tests on the local stack"
-hack/with-stack-env pytest -q tests/integration
+hack/with-stack-env pytest -q --durations=25 tests/integration
 step "Molecule scenarios on the local stack"
 hack/with-stack-env molecule test --all
