@@ -70,7 +70,7 @@ from .metallb import controller_kubeconfig
 from .network import BRIDGE_NF_CALL_IPTABLES, sysctl_path
 from .proc import StackError, recorded_pid, start_daemon, stop, wait_until
 from .sealed import write_private
-from .traefik import apiserver_from_view, kubectl, server_side_apply
+from .traefik import account_rbac, apiserver_from_view, kubectl, server_side_apply
 
 NAME = "kube-router"
 VERSION = VERSIONS["kube_router"]
@@ -126,26 +126,12 @@ def cluster_role_rules() -> list[dict[str, Any]]:
     ]
 
 
+# Pod Security of the namespace: nothing runs as a pod in it.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
 def rbac_manifests(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    rbac = "rbac.authorization.k8s.io/v1"
-    cluster_role = f"mlstack-{namespace}"
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            # Nothing runs as a pod here; the strictest level keeps it that way.
-            "metadata": {"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-        },
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace}},
-        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": cluster_role}, "rules": cluster_role_rules()},
-        {
-            "apiVersion": rbac,
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": cluster_role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}],
-        },
-    ]
+    return account_rbac(namespace, SERVICE_ACCOUNT, f"mlstack-{namespace}", cluster_role_rules(), RESTRICTED)
 
 
 def daemon_argv(binary: Path, kubeconfig: Path) -> list[str]:

@@ -40,7 +40,7 @@ from .config import PORTS, VERSIONS, Paths
 from .gobuild import go_install, module_dir
 from .proc import StackError, recorded_pid, start_daemon, stop, wait_until
 from .sealed import write_private
-from .traefik import apiserver_from_view, crd_names, kubectl, server_side_apply
+from .traefik import account_rbac, apiserver_from_view, crd_names, kubectl, server_side_apply
 
 NAME = "metallb"
 VERSION = VERSIONS["metallb"]
@@ -95,26 +95,17 @@ def role_rules() -> list[dict[str, Any]]:
     ]
 
 
+# Pod Security of the namespace: nothing runs as a pod in it.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
 def rbac_manifests(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
     rbac = "rbac.authorization.k8s.io/v1"
     cluster_role = f"mlstack-{namespace}"
     subjects = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}]
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            # Nothing runs as a pod here; the strictest level keeps it that way.
-            "metadata": {"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
-        },
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace}},
-        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": cluster_role}, "rules": cluster_role_rules()},
-        {
-            "apiVersion": rbac,
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": cluster_role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-            "subjects": subjects,
-        },
+        # Nothing runs as a pod here; the strictest level keeps it that way.
+        *account_rbac(namespace, SERVICE_ACCOUNT, cluster_role, cluster_role_rules(), RESTRICTED),
         {
             "apiVersion": rbac,
             "kind": "Role",

@@ -410,18 +410,32 @@ def reference_grant_name(namespace: str = NAMESPACE) -> str:
 
 def rbac_manifests(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
     """Namespace, ServiceAccount, ClusterRole and its binding (names follow the namespace)."""
+    return account_rbac(namespace, SERVICE_ACCOUNT, cluster_role_name(namespace), cluster_role_rules())
+
+
+def account_rbac(
+    namespace: str,
+    account: str,
+    cluster_role: str,
+    rules: list[dict[str, Any]],
+    namespace_labels: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """A host process's identity: its Namespace, ServiceAccount, and a ClusterRole bound to that account
+    (Traefik, MetalLB's controller and kube-router each run as one)."""
     rbac = "rbac.authorization.k8s.io/v1"
-    role = cluster_role_name(namespace)
+    metadata: dict[str, Any] = {"name": namespace}
+    if namespace_labels:
+        metadata["labels"] = dict(namespace_labels)
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace}},
-        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": role}, "rules": cluster_role_rules()},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": namespace}},
+        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": cluster_role}, "rules": rules},
         {
             "apiVersion": rbac,
             "kind": "ClusterRoleBinding",
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}],
+            "metadata": {"name": cluster_role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
         },
     ]
 
