@@ -77,3 +77,23 @@ def cert_factory():
 @pytest.fixture(scope="session")
 def cert_pem(rsa_private_key: rsa.RSAPrivateKey) -> str:
     return make_certificate(rsa_private_key).decode("ascii")
+
+
+# --- the local stack's components (hack/mlstack_local) ------------------------------------------------
+
+
+@pytest.fixture
+def paths(tmp_path: Path):  # noqa: ANN201 - mlstack_local.config.Paths, imported when used
+    """A stack's state and cache directories under the test's temp dir (nothing created)."""
+    sys.path.insert(0, str(REPO_ROOT / "hack"))
+    from mlstack_local.config import Paths
+
+    return Paths(state=tmp_path / "state", cache=tmp_path / "cache")
+
+
+@pytest.fixture
+def ctx(paths):  # noqa: ANN001, ANN201 - mlstack_local's Paths and Context
+    """A stack context without secrets."""
+    from mlstack_local.base import Context
+
+    return Context(paths=paths, secrets={})

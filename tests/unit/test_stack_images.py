@@ -27,11 +27,6 @@ DEFAULT_MLFLOW = images.MLFLOW_VERSIONS[0]
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return Paths(state=tmp_path / "state", cache=tmp_path / "cache")
-
-
-@pytest.fixture
 def src(tmp_path: Path) -> Path:
     """A copy of the repository's images/ tree that a test may edit."""
     copy = tmp_path / "images"

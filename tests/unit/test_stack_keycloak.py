@@ -21,11 +21,6 @@ HOSTILE_PASSWORD = "a@b:c/d%e#f?g&h=i+j k"  # noqa: S105 - a test value
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return Paths(state=tmp_path / "state", cache=tmp_path / "cache")
-
-
-@pytest.fixture
 def ctx(paths: Paths) -> Context:
     secrets = {key: hostile_password() for key in keycloak.Keycloak().wanted_secrets}
     return Context(paths=paths, secrets=secrets)

@@ -67,16 +67,6 @@ COMMIT
 """
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return Paths(state=tmp_path / "state", cache=tmp_path / "cache")
-
-
-@pytest.fixture
-def ctx(paths: Paths) -> Context:
-    return Context(paths=paths, secrets={})
-
-
 def test_component_identity_paths_and_version(paths: Paths) -> None:
     component = kuberouter.KubeRouter()
     assert component.name == "kube-router"

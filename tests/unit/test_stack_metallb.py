@@ -26,16 +26,6 @@ CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 SERVER = "https://127.0.0.1:36443"
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return Paths(state=tmp_path / "state", cache=tmp_path / "cache")
-
-
-@pytest.fixture
-def ctx(paths: Paths) -> Context:
-    return Context(paths=paths, secrets={})
-
-
 def view() -> dict[str, Any]:
     cluster = {"server": SERVER, "certificate-authority-data": base64.b64encode(CA_PEM).decode()}
     return {"clusters": [{"name": "mlstack", "cluster": cluster}]}

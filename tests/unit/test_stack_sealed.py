@@ -24,16 +24,6 @@ TOOLS = {"env": "/usr/bin/env", "unshare": "/usr/bin/unshare", "sh": "/bin/sh"}
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return Paths(state=tmp_path / "state", cache=tmp_path / "cache")
-
-
-@pytest.fixture
-def ctx(paths: Paths) -> Context:
-    return Context(paths=paths, secrets={})
-
-
 def view(server: str, ca: bytes | None = CA_PEM) -> dict[str, object]:
     cluster: dict[str, str] = {"server": server}
     if ca is not None:

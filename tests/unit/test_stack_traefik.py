@@ -53,16 +53,6 @@ exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible
 """
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return Paths(state=tmp_path / "state", cache=tmp_path / "cache")
-
-
-@pytest.fixture
-def ctx(paths: Paths) -> Context:
-    return Context(paths=paths, secrets={})
-
-
 def config(**overrides: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "endpoint": SERVER,
