@@ -7,6 +7,13 @@ the machine. The rule sits in the mangle table's FORWARD chain, which the kernel
 filter table's: the NetworkPolicy controller (kube-router) keeps its jump first in filter FORWARD and
 ACCEPTs policy-compliant pod traffic there, which would skip a fence further down that chain.
 
+The stack's listening ports (PostgreSQL 35432, S3 38333, Keycloak 38180, ...) lie in the kernel's
+ephemeral range, so an outgoing connection could be given one as its local port and hold it (a
+client whose server went away keeps its socket in CLOSE_WAIT), and the server started next could
+not bind it. They are added to ``net.ipv4.ip_local_reserved_ports`` before anything starts, and a
+port some other socket already holds is refused here, naming the holder, instead of surfacing as a
+server that never becomes ready.
+
 ``net.bridge.bridge-nf-call-iptables`` is set to 1: traffic between two pods on the bridge is
 switched, not routed, and only with it does iptables (kube-router's ``physdev`` rules) see it.
 
@@ -22,7 +29,7 @@ import subprocess
 from pathlib import Path
 
 from .base import Context
-from .config import BRIDGE, NODE_IP, POD_SUBNET
+from .config import BRIDGE, NODE_IP, POD_SUBNET, PORTS
 from .proc import StackError
 
 # What the bridge plugin (ip_forward), the kubelet (the kernel.* and vm.* keys) and kube-proxy may set.
@@ -38,7 +45,11 @@ SYSCTLS = (
     "kernel.panic_on_oops",
     "kernel.keys.root_maxkeys",
     "kernel.keys.root_maxbytes",
+    "net.ipv4.ip_local_reserved_ports",
 )
+RESERVED_PORTS = "net.ipv4.ip_local_reserved_ports"
+# Addresses the stack's servers bind; a socket elsewhere (another interface) does not conflict.
+STACK_ADDRESSES = ("127.0.0.1", NODE_IP, "0.0.0.0", "*", "[::]", "[::ffff:127.0.0.1]")  # noqa: S104 (matched, not bound)
 RULE_COMMENT = "mlstack: pods reach nothing outside the bridge"
 RULE_TABLE = "mangle"
 # Where releases before the NetworkPolicy controller put the rule; removed when found.
@@ -123,6 +134,46 @@ def drop_counter() -> int:
     raise StackError(f"the mlstack egress rule is not in the {RULE_TABLE} table's FORWARD chain")
 
 
+def stack_ports() -> list[int]:
+    """The unprivileged ports the stack's servers listen on, sorted."""
+    return sorted({port for port in PORTS.values() if port >= 1024})
+
+
+def reserved_ports_value(current: str, ports: list[int]) -> str:
+    """``current`` (the kernel's comma list of ports and ranges) with ``ports`` appended."""
+    listed = [item for item in current.strip().split(",") if item]
+    return ",".join(listed + [str(port) for port in ports])
+
+
+def reserved_ports(value: str) -> set[int]:
+    """The ports a ``ip_local_reserved_ports`` value names (single ports and ``a-b`` ranges)."""
+    ports: set[int] = set()
+    for item in value.strip().split(","):
+        low, _, high = item.partition("-")
+        if low.isdigit():
+            ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def port_holders(ss_output: str, ports: list[int]) -> list[str]:
+    """Sockets in ``ss -Htanp`` output that hold one of ``ports`` on an address the stack binds.
+
+    TIME_WAIT does not count: the servers bind with SO_REUSEADDR, which the kernel allows then.
+    """
+    wanted = set(ports)
+    holders = []
+    for line in ss_output.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[0] == "TIME-WAIT":
+            continue
+        address, _, port = fields[3].rpartition(":")
+        if not port.isdigit() or int(port) not in wanted or address.split("%")[0] not in STACK_ADDRESSES:
+            continue
+        process = " ".join(fields[5:]) or "no process visible"
+        holders.append(f"port {port}: {fields[0]} {fields[3]} -> {fields[4]} ({process})")
+    return holders
+
+
 class Network:
     name = "network"
     title = f"Node network ({BRIDGE} {NODE_IP}, egress fenced)"
@@ -139,9 +190,20 @@ class Network:
             saved.write_text(json.dumps(read_sysctls(), indent=2))
 
     def is_up(self, ctx: Context) -> bool:
-        return self._saved(ctx).exists() and bridge_has_ip() and rule_present()
+        if not (self._saved(ctx).exists() and bridge_has_ip() and rule_present()):
+            return False
+        return set(stack_ports()) <= reserved_ports(sysctl_path(RESERVED_PORTS).read_text())
 
     def start(self, ctx: Context) -> None:
+        # Reserved first, so no connection made from now on takes a port a server below will bind.
+        original = json.loads(self._saved(ctx).read_text()).get(RESERVED_PORTS, "")
+        sysctl_path(RESERVED_PORTS).write_text(reserved_ports_value(original, stack_ports()) + "\n")
+        holders = port_holders(_run(["ss", "-Htanp"]).stdout, stack_ports())
+        if holders:
+            raise StackError(
+                "ports the local stack's servers listen on are held by other sockets (stop what holds them,"
+                " or wait until the connection closes):\n  " + "\n  ".join(holders)
+            )
         if _run(["ip", "link", "show", BRIDGE], check=False).returncode != 0:
             _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
         if not bridge_has_ip():

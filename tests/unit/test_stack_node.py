@@ -43,6 +43,36 @@ def test_sysctls_are_restored_only_where_they_differ(tmp_path: Path, monkeypatch
     assert values["a.b"].read_text().strip() == "1"
 
 
+def test_the_stack_ports_are_reserved_after_what_the_machine_already_reserves() -> None:
+    ports = network.stack_ports()
+    assert 35432 in ports and 38333 in ports and 38180 in ports and 443 not in ports
+    assert network.reserved_ports_value("", [35432, 38333]) == "35432,38333"
+    assert network.reserved_ports_value("8080,9000-9002\n", [35432]) == "8080,9000-9002,35432"
+    assert network.reserved_ports("8080,9000-9002,35432\n") == {8080, 9000, 9001, 9002, 35432}
+    assert network.reserved_ports("\n") == set()
+    # What `up` records and `down` restores includes the reservation.
+    assert network.RESERVED_PORTS in network.SYSCTLS
+
+
+def test_a_stack_port_held_by_another_socket_is_named_with_its_holder() -> None:
+    ss = "\n".join(
+        [
+            "LISTEN     0 128 0.0.0.0:2024      0.0.0.0:*",
+            'CLOSE-WAIT 1 0   127.0.0.1:35432   127.0.0.1:36443 users:(("python3",pid=41,fd=7))',
+            "TIME-WAIT  0 0   127.0.0.1:38333   127.0.0.1:36443",
+            "ESTAB      0 0   192.168.1.5:38180 192.168.1.9:443",
+            "LISTEN     0 128 10.89.0.1:38180   0.0.0.0:*",
+            "LISTEN     0 128 [::]:38290        [::]:*",
+        ]
+    )
+    holders = network.port_holders(ss, [35432, 38333, 38180, 38290, 2024 + 1])
+    assert holders == [
+        'port 35432: CLOSE-WAIT 127.0.0.1:35432 -> 127.0.0.1:36443 (users:(("python3",pid=41,fd=7)))',
+        "port 38180: LISTEN 10.89.0.1:38180 -> 0.0.0.0:* (no process visible)",
+        "port 38290: LISTEN [::]:38290 -> [::]:* (no process visible)",
+    ]
+
+
 def test_the_kubelet_authenticates_and_authorizes_callers(tmp_path: Path) -> None:
     config = node.kubelet_config(tmp_path, tmp_path / "c.sock", tmp_path / "pki")
     assert config["authentication"] == {
