@@ -28,14 +28,21 @@ step "unit tests"
 pytest -q tests/unit
 step "local stack"
 "${STACK[@]}" up
-step "deploy on the local stack, as make deploy does (site.yml --tags mlflow)"
-hack/with-stack-env ansible-playbook -i inventory/local site.yml --tags mlflow
+step "the collection as users install it: built tarball, installed outside the checkout"
+installed="$PWD/.local/installed"
+hack/install-collection.sh "$installed"
+# Playbooks by collection name from the installed copy; only the local stack's inventory is the checkout's.
+repo="$PWD"
+as_user() { (cd "$installed" && MLSTACK_ANSIBLE_CONFIG="$installed/ansible.cfg" "$repo/hack/with-stack-env" ansible-playbook -i "$repo/inventory/local" "$@"); }
+as_user mlstack.mlflow.site --list-tasks >/dev/null
+step "deploy on the local stack from the installed collection (mlstack.mlflow.site --tags mlflow)"
+as_user mlstack.mlflow.site --tags mlflow
 "${STACK[@]}" endpoint
 step "re-run: must change nothing"
-hack/with-stack-env ansible-playbook -i inventory/local site.yml --tags mlflow | tee .local/rerun.log
+as_user mlstack.mlflow.site --tags mlflow | tee .local/rerun.log
 grep -Eq 'localhost +: ok=[0-9]+ +changed=0 ' .local/rerun.log || { echo "FAILED: the re-run changed something"; exit 1; }
 step "18_test: verify the deployment as a user would"
-hack/with-stack-env ansible-playbook -i inventory/local playbooks/18_test.yaml
+as_user mlstack.mlflow.18_test
 step "integration tests on the local stack"
 hack/with-stack-env pytest -q --durations=25 tests/integration
 step "Molecule scenarios on the local stack"

@@ -132,28 +132,61 @@ RECAP = re.compile(r"^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+f
 
 
 def run_playbook(
-    tmp_path: Path, name: str, variables: dict[str, Any], *args: str, timeout: float = 900
+    tmp_path: Path,
+    name: str,
+    variables: dict[str, Any],
+    *args: str,
+    timeout: float = 900,
+    installed: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``ansible-playbook -i inventory/local <name> -e @vars.json [args]`` with the stack's environment."""
+    """``ansible-playbook -i inventory/local <name> -e @vars.json [args]`` with the stack's environment.
+
+    ``name`` is a path in the checkout, or with ``installed`` (the ``installed_collection`` fixture) a
+    collection name such as ``mlstack.mlflow.site``, run from the installed tarball, outside the checkout.
+    """
     path = tmp_path / f"vars-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(variables))
+    env = dict(os.environ)
+    if installed is not None:
+        assert name.startswith("mlstack.mlflow."), f"an installed collection runs playbooks by FQCN, not {name}"
+        env["MLSTACK_ANSIBLE_CONFIG"] = str(installed / "ansible.cfg")
     return subprocess.run(  # noqa: S603
         [
             str(REPO_ROOT / "hack" / "with-stack-env"),
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
             str(REPO_ROOT / "inventory" / "local"),
-            str(REPO_ROOT / name),
+            name if installed is not None else str(REPO_ROOT / name),
             "-e",
             f"@{path}",
             *args,
         ],
-        cwd=REPO_ROOT,
+        cwd=installed or REPO_ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=False,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def installed_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The collection as users install it: the built tarball installed outside the checkout.
+
+    The directory holds the tarball, ``collections/`` and an ``ansible.cfg`` naming only that path.
+    """
+    dest = tmp_path_factory.mktemp("installed")
+    subprocess.run(  # noqa: S603
+        [str(REPO_ROOT / "hack" / "install-collection.sh"), str(dest)],
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    installed = dest / "collections" / "ansible_collections" / "mlstack" / "mlflow"
+    assert (installed / "playbooks" / "site.yml").is_file() and not installed.is_symlink()
+    return dest
 
 
 def changed_count(output: str) -> int:

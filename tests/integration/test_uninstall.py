@@ -1,4 +1,9 @@
-"""19_uninstall keeps the data unless mlflow_purge is true, and a new deploy finds the old runs."""
+"""19_uninstall keeps the data unless mlflow_purge is true, and a new deploy finds the old runs.
+
+The keep-and-redeploy test runs as users of the installed collection do: the tarball built and
+installed outside the checkout, playbooks by name (``mlstack.mlflow.site``, ``mlstack.mlflow.19_rollback``,
+the installers' name for the uninstall, same contract).
+"""
 
 from __future__ import annotations
 
@@ -30,8 +35,10 @@ SCENARIO = {
 }
 
 
-def playbook(tmp_path: Path, name: str, *args: str, **extra: object) -> subprocess.CompletedProcess[str]:
-    return run_playbook(tmp_path, name, {**SCENARIO, **extra}, *args)
+def playbook(
+    tmp_path: Path, name: str, *args: str, installed: Path | None = None, **extra: object
+) -> subprocess.CompletedProcess[str]:
+    return run_playbook(tmp_path, name, {**SCENARIO, **extra}, *args, installed=installed)
 
 
 def token(env: dict[str, str], kubectl: Kubectl) -> str:
@@ -114,15 +121,15 @@ def clean(tmp_path: Path):  # noqa: ANN201
     assert result.returncode == 0, result.stdout[-3000:]
 
 
-def test_uninstall_keeps_data_and_a_new_deploy_finds_old_runs(
-    stack_env: dict[str, str], kubectl: Kubectl, tmp_path: Path, clean: None
+def test_rollback_keeps_data_and_a_new_deploy_finds_old_runs(
+    stack_env: dict[str, str], kubectl: Kubectl, tmp_path: Path, clean: None, installed_collection: Path
 ) -> None:
-    deployed = playbook(tmp_path, "site.yml")
+    deployed = playbook(tmp_path, "mlstack.mlflow.site", "--tags", "mlflow", installed=installed_collection)
     assert deployed.returncode == 0, deployed.stdout[-3000:]
     experiment = mlflow_api(stack_env, kubectl, "/experiments/create", {"name": "kept-across-uninstall"})
 
     data = kubectl.get("secret", "mlflow-db", NAME)["data"]
-    removed = playbook(tmp_path, "playbooks/19_uninstall.yaml", "-vvv")
+    removed = playbook(tmp_path, "mlstack.mlflow.19_rollback", "-vvv", installed=installed_collection)
     assert removed.returncode == 0, removed.stdout[-3000:]
     # At any verbosity: no Secret's data, encoded or not, in the output.
     for encoded in (data["password"], data["MLFLOW_BACKEND_STORE_URI"]):
@@ -135,7 +142,7 @@ def test_uninstall_keeps_data_and_a_new_deploy_finds_old_runs(
     assert database_exists(stack_env, "mlflow_u")
     assert bucket_exists(stack_env)
 
-    redeployed = playbook(tmp_path, "site.yml")
+    redeployed = playbook(tmp_path, "mlstack.mlflow.site", "--tags", "mlflow", installed=installed_collection)
     assert redeployed.returncode == 0, redeployed.stdout[-3000:]
     found = mlflow_api(
         stack_env, kubectl, "/experiments/search", {"filter": "name = 'kept-across-uninstall'", "max_results": 1}
