@@ -68,6 +68,7 @@ def _row(name: str, option: dict, defaults: dict) -> str:
     else:
         default = "*(required)*"
     description = " ".join(str(option.get("description", "")).split()).replace("|", "\\|")
+    description = description.replace("<", "&lt;").replace(">", "&gt;")  # <domain> is no HTML tag to drop
     return f"| `{name}` | {kind} | {default} | {description} |"
 
 
