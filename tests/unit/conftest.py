@@ -42,6 +42,12 @@ sys.path.insert(0, str(_collection_root()))
 
 
 @pytest.fixture(scope="session")
+def collections_path() -> Path:
+    """A collections path holding this working tree as mlstack.mlflow (for real ansible-doc calls)."""
+    return _collection_root()
+
+
+@pytest.fixture(scope="session")
 def rsa_private_key() -> rsa.RSAPrivateKey:
     # The controller's default key size.
     return rsa.generate_private_key(public_exponent=65537, key_size=4096)
