@@ -36,27 +36,10 @@
     Parameters: ``data`` (dict of str), ``cert_pem`` (the PEM served at ``/v1/cert.pem``, or a public
     key), ``namespace``, ``name``, ``scope`` (``strict`` default, ``namespace-wide``, ``cluster-wide``),
     ``secret_type`` (default ``Opaque``), ``labels``, ``annotations`` (dicts, put on the SealedSecret and
-    the Secret it produces), ``fingerprint_salt`` (optional secret: adds the
-    ``mlflow.mlstack.io/sealed-data-fingerprint`` annotation, see ``sealed_secret_fingerprint``).
-    Returns a dict. Sealing is randomized: each call gives new ciphertexts. Example::
+    the Secret it produces). Returns a dict. Sealing is randomized: each call gives new ciphertexts.
+    Example::
 
-        "{{ {'password': db_password} | mlstack.mlflow.sealed_secret(cert, 'mlflow', 'mlflow-db',
-            fingerprint_salt=mlflow_sealed_fingerprint_salt) }}"
-
-``sealed_secret_fingerprint``
-    Parameters: ``data``, ``cert_pem``, ``namespace``, ``name``, ``salt``, ``scope`` (as for
-    ``sealed_secret``). Returns the keyed fingerprint (HMAC-SHA256, hex) that
-    ``sealed_secret(..., fingerprint_salt=salt)`` stores for the same inputs. Compare it with the
-    annotation of the SealedSecret in the cluster: equal means nothing to re-seal, so the role leaves
-    the object alone and a re-run reports no change. ``salt`` is a secret of at least 16 bytes kept in
-    the inventory (Vault), never in the cluster. Example::
-
-        "{{ existing.metadata.annotations['mlflow.mlstack.io/sealed-data-fingerprint'] | default('')
-            != ({'password': db_password} | mlstack.mlflow.sealed_secret_fingerprint(cert, 'mlflow',
-            'mlflow-db', mlflow_sealed_fingerprint_salt)) }}"
-
-``b64encode_values``
-    Return a copy of a dict with every value base64-encoded (UTF-8), for a Secret's ``data:``.
+        "{{ {'password': db_password} | mlstack.mlflow.sealed_secret(cert, 'mlflow', 'mlflow-db') }}"
 
 ``mlflow_service_hosts``
     The ``Host`` headers clients send when they reach MLflow through a NodePort or LoadBalancer
@@ -107,7 +90,6 @@ from urllib.parse import quote, urlencode
 from ansible.errors import AnsibleFilterError
 from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
     SCOPES,
-    data_fingerprint,
     load_public_key,
     sealed_secret_manifest,
 )
@@ -229,7 +211,6 @@ def sealed_secret(
     secret_type: str = "Opaque",  # noqa: S107 - a Secret type, not a password
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
-    fingerprint_salt: str | None = None,
 ) -> dict:
     """A SealedSecret manifest (dict) that the controller unseals into a Secret holding ``data``."""
     values = _string_data(data, "sealed_secret")
@@ -249,34 +230,9 @@ def sealed_secret(
             secret_type=secret_type,
             labels=labels,
             annotations=annotations,
-            fingerprint_salt=fingerprint_salt,
         )
     except (TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"sealed_secret: {exc}") from exc
-
-
-def sealed_secret_fingerprint(
-    data: Mapping[str, str],
-    cert_pem: str,
-    namespace: str,
-    name: str,
-    salt: str,
-    scope: str = "strict",
-) -> str:
-    """The fingerprint ``sealed_secret(..., fingerprint_salt=salt)`` stores for the same inputs."""
-    values = _string_data(data, "sealed_secret_fingerprint")
-    try:
-        return data_fingerprint(values, namespace or "", name, salt, scope, load_public_key(cert_pem))
-    except (TypeError, ValueError) as exc:
-        raise AnsibleFilterError(f"sealed_secret_fingerprint: {exc}") from exc
-
-
-def b64encode_values(data: Mapping[str, Any]) -> dict[str, str]:
-    """Copy of ``data`` with each value base64-encoded, for a Secret's ``data:`` field."""
-    return {
-        key: base64.b64encode(value.encode("utf-8")).decode("ascii")
-        for key, value in _string_data(data, "b64encode_values").items()
-    }
 
 
 RESULT_MARKER = "MLSTACK_RESULT "
@@ -598,8 +554,6 @@ class FilterModule:
             "mlflow_db_uri": mlflow_db_uri,
             "dockerconfigjson": dockerconfigjson,
             "sealed_secret": sealed_secret,
-            "sealed_secret_fingerprint": sealed_secret_fingerprint,
-            "b64encode_values": b64encode_values,
             "maintenance_result": maintenance_result,
             "image_version": image_version,
             "mlflow_service_hosts": mlflow_service_hosts,
