@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: mlflow_check
 short_description: Verify a live MLflow deployment as a user would
 description:
-  - Runs the checks a user relies on, against the public URL, and reports each one as passed or failed
+  - Runs the checks a user relies on, against the public URL, and reports each one as passed or failed.
     C(/health) answers 200; the API refuses a request without credentials (401) unless auth is off;
     with a token from Keycloak (password grant) or basic credentials, a user creates an experiment,
     logs a metric, uploads an artifact through the server's artifact proxy, downloads it back

@@ -18,7 +18,8 @@ description:
     encryption, ownership controls, public access blocks) that S3-compatible stores often do not
     implement, so it fails against them. This module uses only HeadBucket, CreateBucket,
     ListObjectsV2, PutObject (the marker), DeleteObjects and DeleteBucket.
-  - Real errors surface: a wrong key, a refused TLS certificate or a bucket owned by someone else fails the task.
+  - Real errors surface, naming the bucket and endpoint; a wrong key, a refused TLS certificate or a bucket owned by
+    someone else fails the task.
 version_added: 0.1.0
 author: mlstack developers
 options:
