@@ -84,6 +84,7 @@ kept_because:
 """
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlstack.mlflow.plugins.module_utils._s3 import CONNECTION_ARGS, HAS_BOTO3, make_client
@@ -183,6 +184,9 @@ def main() -> None:
         module.fail_json(msg="boto3 is required (pip install boto3)")
     params = module.params
     name = params["name"]
+    endpoint = urlsplit(params["endpoint_url"])
+    if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+        module.fail_json(msg=f"endpoint_url {params['endpoint_url']!r} is not an http(s) URL such as https://s3.example.com")
     try:
         s3 = make_client(params)
         existed = bucket_exists(s3, name)
