@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -39,6 +40,15 @@ def ansible_doc(plugin_type: str, names: list[str], *, as_json: bool) -> subproc
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
+@functools.cache
+def doc_json(plugin_type: str) -> dict[str, Any]:
+    """``ansible-doc --json`` of every plugin of a type, run once per test session."""
+    names = {"module": MODULES, "lookup": LOOKUPS, "filter": FILTERS}[plugin_type]
+    result = ansible_doc(plugin_type, names, as_json=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def descriptions(doc: Any, where: str = "") -> list[tuple[str, Any]]:
     """Every ``description`` in a doc tree, with where it is."""
     found = []
@@ -68,9 +78,7 @@ def test_ansible_doc_renders(plugin_type, names):
     for name in names:
         assert f"mlstack.mlflow.{name}" in text.stdout
 
-    result = ansible_doc(plugin_type, names, as_json=True)
-    assert result.returncode == 0, result.stderr
-    docs = json.loads(result.stdout)
+    docs = doc_json(plugin_type)
     assert sorted(docs) == sorted(f"mlstack.mlflow.{name}" for name in names)
     for fqcn, data in docs.items():
         doc = data["doc"]
@@ -85,7 +93,7 @@ def test_ansible_doc_renders(plugin_type, names):
 
 
 def filter_doc_options() -> dict[str, dict[str, Any]]:
-    docs = json.loads(ansible_doc("filter", FILTERS, as_json=True).stdout)
+    docs = doc_json("filter")
     return {fqcn.rsplit(".", 1)[1]: data["doc"] for fqcn, data in docs.items()}
 
 
@@ -127,7 +135,7 @@ QUIET_ARGS = {"mlflow_check": {"auth_mode": "none"}}
 
 
 def test_module_docs_name_the_modules_parameters(tmp_path):
-    docs = json.loads(ansible_doc("module", MODULES, as_json=True).stdout)
+    docs = doc_json("module")
     for name in MODULES:
         options = docs[f"mlstack.mlflow.{name}"]["doc"]["options"]
         # Values long enough that no_log masking of one never garbles the message.
