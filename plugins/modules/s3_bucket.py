@@ -186,7 +186,9 @@ def main() -> None:
     name = params["name"]
     endpoint = urlsplit(params["endpoint_url"])
     if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
-        module.fail_json(msg=f"endpoint_url {params['endpoint_url']!r} is not an http(s) URL such as https://s3.example.com")
+        module.fail_json(
+            msg=f"endpoint_url {params['endpoint_url']!r} is not an http(s) URL such as https://s3.example.com"
+        )
     try:
         s3 = make_client(params)
         existed = bucket_exists(s3, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import os
@@ -27,7 +28,12 @@ def collections_path() -> str:
     return next(p for p in sys.path if (Path(p) / "ansible_collections" / "mlstack" / "mlflow").is_dir())
 
 
-def ansible_doc(plugin_type: str, names: list[str], *, as_json: bool) -> subprocess.CompletedProcess[str]:
+NAMES = {"module": MODULES, "lookup": LOOKUPS, "filter": FILTERS}
+
+
+@functools.cache
+def ansible_doc_runs() -> dict[tuple[str, bool], tuple[int, str, str]]:
+    """``ansible-doc -t TYPE`` (text and ``--json``) over every plugin of each type: six real runs, at once."""
     env = {
         **os.environ,
         "ANSIBLE_COLLECTIONS_PATH": collections_path(),
@@ -35,18 +41,25 @@ def ansible_doc(plugin_type: str, names: list[str], *, as_json: bool) -> subproc
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_PAGER": "cat",
     }
-    args = [str(ANSIBLE_DOC), "-t", plugin_type, *(["--json"] if as_json else [])]
-    args += [f"mlstack.mlflow.{name}" for name in names]
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60, check=False)
+    running = {}
+    for plugin_type, names in NAMES.items():
+        for as_json in (False, True):
+            args = [str(ANSIBLE_DOC), "-t", plugin_type, *(["--json"] if as_json else [])]
+            args += [f"mlstack.mlflow.{name}" for name in names]
+            running[(plugin_type, as_json)] = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+    done = {}
+    for key, process in running.items():
+        out, err = process.communicate(timeout=120)
+        done[key] = (process.returncode, out, err)
+    return done
 
 
-@functools.cache
 def doc_json(plugin_type: str) -> dict[str, Any]:
-    """``ansible-doc --json`` of every plugin of a type, run once per test session."""
-    names = {"module": MODULES, "lookup": LOOKUPS, "filter": FILTERS}[plugin_type]
-    result = ansible_doc(plugin_type, names, as_json=True)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    returncode, out, err = ansible_doc_runs()[(plugin_type, True)]
+    assert returncode == 0, err
+    return json.loads(out)
 
 
 def descriptions(doc: Any, where: str = "") -> list[tuple[str, Any]]:
@@ -72,11 +85,11 @@ def test_every_filter_has_a_documentation_file():
     ("plugin_type", "names"), [("module", MODULES), ("lookup", LOOKUPS), ("filter", FILTERS)], ids=str
 )
 def test_ansible_doc_renders(plugin_type, names):
-    text = ansible_doc(plugin_type, names, as_json=False)
-    assert text.returncode == 0, text.stderr
-    assert "ERROR" not in text.stderr, text.stderr
+    returncode, out, err = ansible_doc_runs()[(plugin_type, False)]
+    assert returncode == 0, err
+    assert "ERROR" not in err, err
     for name in names:
-        assert f"mlstack.mlflow.{name}" in text.stdout
+        assert f"mlstack.mlflow.{name}" in out
 
     docs = doc_json(plugin_type)
     assert sorted(docs) == sorted(f"mlstack.mlflow.{name}" for name in names)
@@ -110,20 +123,10 @@ def test_filter_docs_name_the_filters_parameters():
         assert positional == list(expected)[: len(positional)], name
 
 
-def module_parameters(name: str, required: dict[str, Any], tmp_path: Path) -> list[str]:
-    """The parameters a module accepts, as the module itself reports them for an unknown one (a real run)."""
-    args = tmp_path / f"{name}.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**required, "not_an_option": "x"}}))
-    env = {**os.environ, "PYTHONPATH": collections_path()}
-    run = subprocess.run(
-        [sys.executable, "-m", f"ansible_collections.mlstack.mlflow.plugins.modules.{name}", str(args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    result = json.loads(run.stdout)
+def module_parameters(run_module, name: str, required: dict[str, Any]) -> list[str]:
+    """The parameters a module accepts, as its AnsibleModule reports them for an unknown one."""
+    module = importlib.import_module(f"ansible_collections.mlstack.mlflow.plugins.modules.{name}")
+    result = run_module(module.main, {**required, "not_an_option": "x"})
     assert result["failed"], result
     message = result["msg"]
     assert "Unsupported parameters" in message and "not_an_option" in message, message
@@ -134,7 +137,7 @@ def module_parameters(name: str, required: dict[str, Any], tmp_path: Path) -> li
 QUIET_ARGS = {"mlflow_check": {"auth_mode": "none"}}
 
 
-def test_module_docs_name_the_modules_parameters(tmp_path):
+def test_module_docs_name_the_modules_parameters(run_module):
     docs = doc_json("module")
     for name in MODULES:
         options = docs[f"mlstack.mlflow.{name}"]["doc"]["options"]
@@ -145,4 +148,4 @@ def test_module_docs_name_the_modules_parameters(tmp_path):
             if spec.get("required")
         }
         required |= QUIET_ARGS.get(name, {})
-        assert module_parameters(name, required, tmp_path) == sorted(options), name
+        assert module_parameters(run_module, name, required) == sorted(options), name

@@ -55,10 +55,10 @@ def test_parse_dotenv_last_assignment_wins():
     assert parse_dotenv("KEY=first\nKEY=second\n") == {"KEY": "second"}
 
 
-def lookup(terms: list[str], env: dict[str, str], home: Path, file: str | None = None) -> list[str]:
-    """``query('mlstack.mlflow.env_or_dotenv', ...)`` in a real ``ansible`` run on localhost."""
-    option = f", file={file!r}" if file else ""
-    expression = "{{ query('mlstack.mlflow.env_or_dotenv', " + ", ".join(map(repr, terms)) + option + ") | to_json }}"
+def lookups(calls: list[str], env: dict[str, str], home: Path) -> list[list[str]]:
+    """Each ``query('mlstack.mlflow.env_or_dotenv', <call>)``, all in one real ``ansible`` run on localhost."""
+    queries = ", ".join(f"query('mlstack.mlflow.env_or_dotenv', {call})" for call in calls)
+    expression = "{{ [" + queries + "] | to_json }}"
     run_env = {key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "MLSTACK_TEST_"))} | {
         "HOME": str(home),
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
@@ -83,25 +83,29 @@ def lookup(terms: list[str], env: dict[str, str], home: Path, file: str | None =
     return json.loads(result["msg"]) if isinstance(result["msg"], str) else result["msg"]
 
 
-def test_environment_wins_then_the_dotenv_file(tmp_path):
-    (tmp_path / ".env").write_text(
+def test_environment_wins_then_the_dotenv_file_then_nothing(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".env").write_text(
         "MLSTACK_TEST_BOTH=from-file\n"
         "MLSTACK_TEST_EMPTY_ENV=file-fills-an-empty-variable\n"
         "export MLSTACK_TEST_FILE='s3cr#t $HOME {{ 7 * 6 }}'\n"
         "MLSTACK_TEST_HASH=pa#ss # comment\n"
     )
-    values = lookup(
-        ["MLSTACK_TEST_BOTH", "MLSTACK_TEST_EMPTY_ENV", "MLSTACK_TEST_FILE", "MLSTACK_TEST_HASH", "MLSTACK_TEST_NONE"],
-        {"MLSTACK_TEST_BOTH": "from-env", "MLSTACK_TEST_EMPTY_ENV": ""},
-        tmp_path,
-    )
-    # {{ in a value comes back as written: lookup results are data, never templated again.
-    assert values == ["from-env", "file-fills-an-empty-variable", "s3cr#t $HOME {{ 7 * 6 }}", "pa#ss", ""]
-
-
-def test_file_option_and_a_missing_file(tmp_path):
     other = tmp_path / "secrets.env"
     other.write_text('MLSTACK_TEST_TOKEN="robot token"\n')
-    assert lookup(["MLSTACK_TEST_TOKEN"], {}, tmp_path, file=str(other)) == ["robot token"]
-    # No ~/.env at all: an empty string, for the caller's own message.
-    assert lookup(["MLSTACK_TEST_TOKEN"], {}, tmp_path) == [""]
+    names = ["MLSTACK_TEST_BOTH", "MLSTACK_TEST_EMPTY_ENV", "MLSTACK_TEST_FILE", "MLSTACK_TEST_HASH"]
+    default_file, named_file, missing_file = lookups(
+        [
+            ", ".join(map(repr, [*names, "MLSTACK_TEST_NONE"])),
+            f"'MLSTACK_TEST_TOKEN', file={str(other)!r}",
+            f"'MLSTACK_TEST_TOKEN', 'MLSTACK_TEST_HASH', file={str(tmp_path / 'missing.env')!r}",
+        ],
+        {"MLSTACK_TEST_BOTH": "from-env", "MLSTACK_TEST_EMPTY_ENV": ""},
+        home,
+    )
+    # {{ in a value comes back as written: lookup results are data, never templated again.
+    assert default_file == ["from-env", "file-fills-an-empty-variable", "s3cr#t $HOME {{ 7 * 6 }}", "pa#ss", ""]
+    assert named_file == ["robot token"]
+    # A missing file: empty strings, for the caller's own message.
+    assert missing_file == ["", ""]
