@@ -51,8 +51,8 @@ deploy: up
 
 lint: venv
 	$(VENV)/bin/yamllint -s .
-	$(VENV)/bin/ruff check plugins tests hack bench
-	$(VENV)/bin/ruff format --check plugins tests hack bench
+	$(VENV)/bin/ruff check plugins tests hack bench roles
+	$(VENV)/bin/ruff format --check plugins tests hack bench roles
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint --profile production
 
 unit: venv

@@ -2,95 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters for the mlstack.mlflow collection.
 
-``mlflow_db_uri``
-    Build a SQLAlchemy database URI with every credential percent-encoded.
-
-    Parameters: ``user`` (str, required), ``password`` (str or None: omitted when empty), ``host``
-    (str; an IPv6 address is bracketed), ``port`` (int or digits, 1-65535), ``database`` (str),
-    ``driver`` (default ``postgresql+psycopg2``: SQLAlchemy 2.1 maps a bare ``postgresql://`` to
-    psycopg 3), ``params`` (dict, optional: query parameters such as ``sslmode``).
-    Returns a str. Example::
-
-        "{{ mlflow_db_user | mlstack.mlflow.mlflow_db_uri(mlflow_db_password, mlflow_db_host,
-            mlflow_db_port, mlflow_db_name, params={'sslmode': 'require'}) }}"
-        # postgresql+psycopg2://mlflow:p%40ss%2Fw%3Ard@db.example:5432/mlflow?sslmode=require
-
-    User, password and database go through ``urllib.parse.quote(x, safe="")``: unlike Jinja's
-    ``urlencode`` (which leaves ``/`` alone) it encodes ``@ : / % # ? ' " ;`` and spaces. SQLAlchemy's
-    ``make_url`` decodes them back.
-
-``dockerconfigjson``
-    The value of the ``.dockerconfigjson`` key of a ``kubernetes.io/dockerconfigjson`` Secret.
-
-    Parameters: ``registry`` (host[:port], a leading ``https://``/``http://`` and trailing ``/`` are
-    stripped), ``username``, ``password``, ``email`` (optional). Returns compact JSON with sorted keys
-    (stable across runs, so re-applying the Secret is a no-op)::
-
-        "{{ 'https://harbor.example.com' | mlstack.mlflow.dockerconfigjson('robot$mlflow', token) }}"
-        # {"auths":{"harbor.example.com":{"auth":"<base64 user:password>","password":"...","username":"robot$mlflow"}}}
-
-``sealed_secret``
-    A complete ``bitnami.com/v1alpha1`` SealedSecret encrypting ``data`` with the controller's
-    certificate, byte-compatible with ``kubeseal``.
-
-    Parameters: ``data`` (dict of str), ``cert_pem`` (the PEM served at ``/v1/cert.pem``, or a public
-    key), ``namespace``, ``name``, ``scope`` (``strict`` default, ``namespace-wide``, ``cluster-wide``),
-    ``secret_type`` (default ``Opaque``), ``labels``, ``annotations`` (dicts, put on the SealedSecret and
-    the Secret it produces), ``fingerprint_salt`` (optional secret: adds the
-    ``mlflow.mlstack.io/sealed-data-fingerprint`` annotation, see ``sealed_secret_fingerprint``).
-    Returns a dict. Sealing is randomized: each call gives new ciphertexts. Example::
-
-        "{{ {'password': db_password} | mlstack.mlflow.sealed_secret(cert, 'mlflow', 'mlflow-db',
-            fingerprint_salt=mlflow_sealed_fingerprint_salt) }}"
-
-``sealed_secret_fingerprint``
-    Parameters: ``data``, ``cert_pem``, ``namespace``, ``name``, ``salt``, ``scope`` (as for
-    ``sealed_secret``). Returns the keyed fingerprint (HMAC-SHA256, hex) that
-    ``sealed_secret(..., fingerprint_salt=salt)`` stores for the same inputs. Compare it with the
-    annotation of the SealedSecret in the cluster: equal means nothing to re-seal, so the role leaves
-    the object alone and a re-run reports no change. ``salt`` is a secret of at least 16 bytes kept in
-    the inventory (Vault), never in the cluster. Example::
-
-        "{{ existing.metadata.annotations['mlflow.mlstack.io/sealed-data-fingerprint'] | default('')
-            != ({'password': db_password} | mlstack.mlflow.sealed_secret_fingerprint(cert, 'mlflow',
-            'mlflow-db', mlflow_sealed_fingerprint_salt)) }}"
-
-``b64encode_values``
-    Return a copy of a dict with every value base64-encoded (UTF-8), for a Secret's ``data:``.
-
-``mlflow_service_hosts``
-    The ``Host`` headers clients send when they reach MLflow through a NodePort or LoadBalancer
-    Service, for ``--allowed-hosts``: for a NodePort, every node address (``InternalIP``/``ExternalIP``)
-    with the node port; for a LoadBalancer, each address of ``status.loadBalancer.ingress`` (IP or
-    host name) with the Service port, bare as well when the port is 80 (its node ports are not the
-    way in). IPv6 addresses are bracketed.
-
-    Parameters: the Service (a dict as the API returns it), ``nodes`` (a list of Node dicts; used for
-    NodePort only). Returns a sorted list of unique str; empty for a ClusterIP Service, and for a
-    LoadBalancer that has no address yet. Example::
-
-        "{{ service | mlstack.mlflow.mlflow_service_hosts(nodes) }}"
-        # ['192.0.2.10', '192.0.2.10:80'] for a LoadBalancer on port 80 at 192.0.2.10
-
-``mlflow_route_problems``
-    Why an HTTPRoute is not (yet) served: for each parent in ``status.parents``, every condition of
-    ``Accepted`` and ``ResolvedRefs`` that is not ``True`` (with its reason and message), or a note
-    that no parent has reported yet. Parameters: the HTTPRoute (a dict as the API returns it; an empty
-    dict for a missing route). Returns a list of str, empty when every parent accepted the route and
-    resolved its backends. Example::
-
-        "{{ route | mlstack.mlflow.mlflow_route_problems | length == 0 }}"
-
-``mlflow_resource_problems``
-    What the API server would refuse in a container's ``resources``, found before any change: keys
-    other than ``requests``, ``limits`` and ``claims``, resource names that are not qualified names,
-    values that are not Kubernetes quantities (``500m``, ``1Gi``, ``2``, ``1e3``; negative ones are
-    refused), and a request above its limit. Parameters: the value (``None`` when the variable is not
-    set: no problem), ``name`` (the variable, which starts every problem). Returns a list of str, empty
-    when the API server would accept it. Example::
-
-        "{{ mlflow_resources | mlstack.mlflow.mlflow_resource_problems('mlflow_resources') }}"
-        # ["mlflow_resources: limits.cpu 'two' is not a Kubernetes quantity"]
+Each filter is documented in the YAML file of its name next to this one (``mlflow_db_uri.yml`` ...), the
+way ansible-core documents its own filters: ``ansible-doc -t filter mlstack.mlflow.mlflow_db_uri``.
 """
 
 from __future__ import annotations
@@ -107,7 +20,6 @@ from urllib.parse import quote, urlencode
 from ansible.errors import AnsibleFilterError
 from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
     SCOPES,
-    data_fingerprint,
     load_public_key,
     sealed_secret_manifest,
 )
@@ -229,7 +141,6 @@ def sealed_secret(
     secret_type: str = "Opaque",  # noqa: S107 - a Secret type, not a password
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
-    fingerprint_salt: str | None = None,
 ) -> dict:
     """A SealedSecret manifest (dict) that the controller unseals into a Secret holding ``data``."""
     values = _string_data(data, "sealed_secret")
@@ -249,34 +160,9 @@ def sealed_secret(
             secret_type=secret_type,
             labels=labels,
             annotations=annotations,
-            fingerprint_salt=fingerprint_salt,
         )
     except (TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"sealed_secret: {exc}") from exc
-
-
-def sealed_secret_fingerprint(
-    data: Mapping[str, str],
-    cert_pem: str,
-    namespace: str,
-    name: str,
-    salt: str,
-    scope: str = "strict",
-) -> str:
-    """The fingerprint ``sealed_secret(..., fingerprint_salt=salt)`` stores for the same inputs."""
-    values = _string_data(data, "sealed_secret_fingerprint")
-    try:
-        return data_fingerprint(values, namespace or "", name, salt, scope, load_public_key(cert_pem))
-    except (TypeError, ValueError) as exc:
-        raise AnsibleFilterError(f"sealed_secret_fingerprint: {exc}") from exc
-
-
-def b64encode_values(data: Mapping[str, Any]) -> dict[str, str]:
-    """Copy of ``data`` with each value base64-encoded, for a Secret's ``data:`` field."""
-    return {
-        key: base64.b64encode(value.encode("utf-8")).decode("ascii")
-        for key, value in _string_data(data, "b64encode_values").items()
-    }
 
 
 RESULT_MARKER = "MLSTACK_RESULT "
@@ -598,8 +484,6 @@ class FilterModule:
             "mlflow_db_uri": mlflow_db_uri,
             "dockerconfigjson": dockerconfigjson,
             "sealed_secret": sealed_secret,
-            "sealed_secret_fingerprint": sealed_secret_fingerprint,
-            "b64encode_values": b64encode_values,
             "maintenance_result": maintenance_result,
             "image_version": image_version,
             "mlflow_service_hosts": mlflow_service_hosts,

@@ -10,6 +10,11 @@ description:
   - Returns the value of each named variable from the controller's environment.
   - When a variable is unset or empty there, reads it from a dotenv file (default C(~/.env)), which
     may use C(KEY=value), C(export KEY=value) and single or double quotes.
+  - In the file, blank lines and lines starting with C(#) are skipped; a C(#) outside quotes starts a
+    comment only at the start of the value or after a space, so C(KEY=pa#ss) is C(pa#ss). Quotes and
+    backslashes work as in a shell, without expansion, C($HOME) stays as written; unquoted words are
+    joined by one space. A missing file counts as empty.
+  - Values are returned as data, never templated, so a value holding C({{) is returned as written.
   - Returns an empty string when neither has it, so callers can fail with their own message.
 options:
   _terms:
@@ -42,6 +47,24 @@ from pathlib import Path
 from ansible.plugins.lookup import LookupBase
 
 
+def _strip_comment(value: str) -> str:
+    """``value`` without its comment: from a ``#`` outside quotes that starts the value or follows a space."""
+    quote = ""
+    escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or value[index - 1].isspace()):
+            return value[:index]
+    return value
+
+
 def parse_dotenv(text: str) -> dict[str, str]:
     """Parse KEY=value lines; comments and blank lines are skipped, shell quoting is honoured."""
     values: dict[str, str] = {}
@@ -55,8 +78,8 @@ def parse_dotenv(text: str) -> dict[str, str]:
         if not sep or not key.strip().isidentifier():
             continue
         try:
-            parts = shlex.split(value, comments=True, posix=True)
-        except ValueError:
+            parts = shlex.split(_strip_comment(value), posix=True)
+        except ValueError:  # unbalanced quotes: the text as written
             parts = [value.strip()]
         values[key.strip()] = " ".join(parts)
     return values

@@ -24,14 +24,8 @@ Wire format (bitnami-labs/sealed-secrets v0.36.x), verified against upstream sou
 
 Idempotence. Sealing is randomized (new session key, random OAEP seed), so sealing the same value twice
 gives two different blobs, and the controller's private key never leaves the cluster, so Ansible cannot
-decrypt what is there to compare. Instead a role stores a keyed fingerprint of what it sealed
-(:func:`data_fingerprint`, an HMAC-SHA256 over every key, value, the namespace, name, scope and the
-sealing public key) as the annotation :data:`FINGERPRINT_ANNOTATION` on the SealedSecret. On the next
-run it computes the fingerprint of the desired data and leaves the object alone when the two match.
-The HMAC key (``salt``) must be a secret kept with the inventory (e.g. in Ansible Vault), never in the
-cluster: with it secret, the annotation says nothing about the values, even low-entropy ones. Because
-the public key is part of the fingerprint, a renewed controller certificate (every 30 days by
-default) or a different cluster makes the next run re-seal once, with the current key.
+decrypt what is there to compare. The ``k8s_secret`` module compares the Secret the controller unsealed
+instead, and re-seals only when that Secret does not hold the wanted values.
 
 :func:`unseal_value` exists for tests and debugging with a key you generated yourself.
 """
@@ -41,8 +35,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import hashlib
-import hmac
 import os
 import re
 import struct
@@ -57,34 +49,26 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 __all__ = [
     "API_VERSION",
     "CLUSTER_WIDE_ANNOTATION",
-    "FINGERPRINT_ANNOTATION",
     "KIND",
     "NAMESPACE_WIDE_ANNOTATION",
     "SCOPES",
-    "data_fingerprint",
     "load_public_key",
-    "public_key_fingerprint",
     "scope_label",
     "seal_value",
     "sealed_secret_manifest",
     "unseal_value",
-    "value_fingerprint",
 ]
 
 API_VERSION = "bitnami.com/v1alpha1"
 KIND = "SealedSecret"
 NAMESPACE_WIDE_ANNOTATION = "sealedsecrets.bitnami.com/namespace-wide"
 CLUSTER_WIDE_ANNOTATION = "sealedsecrets.bitnami.com/cluster-wide"
-# Where roles keep data_fingerprint(); on the SealedSecret only, not copied into the Secret.
-FINGERPRINT_ANNOTATION = "mlflow.mlstack.io/sealed-data-fingerprint"
 
 SCOPES = ("strict", "namespace-wide", "cluster-wide")
 
 _SESSION_KEY_BYTES = 32  # sessionKeyBytes in crypto.go: AES-256
 _GCM_NONCE = bytes(12)  # the session key is used once, so a zero nonce is safe (crypto.go)
 _GCM_TAG_BYTES = 16
-_MIN_SALT_BYTES = 16
-_FINGERPRINT_DOMAIN = b"mlstack.mlflow/sealed-secret-fingerprint/v1"
 
 _OAEP_HASH = hashes.SHA256
 
@@ -140,12 +124,6 @@ def load_public_key(pem: str | bytes) -> rsa.RSAPublicKey:
     return key
 
 
-def public_key_fingerprint(public_key: rsa.RSAPublicKey) -> str:
-    """SHA-256 (hex) of the DER SubjectPublicKeyInfo: identifies the sealing key in fingerprints."""
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
-
-
 def scope_label(scope: str, namespace: str, name: str) -> bytes:
     """The RSA-OAEP label for a scope, as ``v1alpha1.EncryptionLabel`` computes it."""
     if scope == "strict":
@@ -186,49 +164,6 @@ def unseal_value(private_key: rsa.RSAPrivateKey, blob: str, label: bytes) -> byt
         raise ValueError("cannot unseal: wrong key, wrong label (namespace/name/scope) or corrupted value") from exc
 
 
-def _field(value: bytes) -> bytes:
-    # Length-prefixed so that ("a", "b/c") and ("a/b", "c") never hash alike.
-    return struct.pack(">I", len(value)) + value
-
-
-def _hmac_key(salt: str | bytes) -> bytes:
-    key = _to_bytes(salt, "salt")
-    if len(key) < _MIN_SALT_BYTES:
-        raise ValueError(f"the fingerprint salt must be a secret of at least {_MIN_SALT_BYTES} bytes")
-    return key
-
-
-def value_fingerprint(value: bytes, namespace: str, name: str, key: str, salt: bytes) -> str:
-    """HMAC-SHA256 (hex) of one Secret value bound to where it lives (see the module docstring)."""
-    message = _FINGERPRINT_DOMAIN + b"".join(
-        _field(part) for part in (b"value", namespace.encode(), name.encode(), key.encode(), bytes(value))
-    )
-    return hmac.new(_hmac_key(salt), message, hashlib.sha256).hexdigest()
-
-
-def data_fingerprint(
-    data: Mapping[str, str | bytes],
-    namespace: str,
-    name: str,
-    salt: str | bytes,
-    scope: str = "strict",
-    public_key: rsa.RSAPublicKey | None = None,
-) -> str:
-    """HMAC-SHA256 (hex) over a whole Secret: its keys and values, scope and (optionally) sealing key.
-
-    Any change that needs a re-seal changes it: a value, an added or removed key, the namespace,
-    name or scope (they make the OAEP label), or the controller's public key.
-    """
-    scope_label(scope, namespace, name)  # validates the scope
-    parts = [b"data", namespace.encode(), name.encode(), scope.encode()]
-    parts.append(public_key_fingerprint(public_key).encode() if public_key is not None else b"")
-    for key in sorted(data):
-        value = _to_bytes(data[key], f"value of {key!r}")
-        parts += [key.encode(), value_fingerprint(value, namespace, name, key, _to_bytes(salt, "salt")).encode()]
-    message = _FINGERPRINT_DOMAIN + b"".join(_field(part) for part in parts)
-    return hmac.new(_hmac_key(salt), message, hashlib.sha256).hexdigest()
-
-
 def _scope_annotations(annotations: Mapping[str, str] | None, scope: str) -> dict[str, str]:
     # v1alpha1.UpdateScopeAnnotations: drop both, then set the one the scope needs.
     result = {k: str(v) for k, v in (annotations or {}).items()}
@@ -250,13 +185,11 @@ def sealed_secret_manifest(
     secret_type: str = "Opaque",  # noqa: S107 - a Secret type, not a password
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
-    fingerprint_salt: str | bytes | None = None,
 ) -> dict:
     """Build a ``bitnami.com/v1alpha1`` SealedSecret like ``kubeseal`` would for a Secret with ``data``.
 
     ``labels`` and ``annotations`` go on the SealedSecret and on the Secret it produces
-    (``spec.template.metadata``); the scope annotation goes on both, as kubeseal does. With
-    ``fingerprint_salt``, :data:`FINGERPRINT_ANNOTATION` is set on the SealedSecret only.
+    (``spec.template.metadata``); the scope annotation goes on both, as kubeseal does.
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
@@ -281,27 +214,20 @@ def sealed_secret_manifest(
     scoped_annotations = _scope_annotations(annotations, scope)
     label_map = {k: str(v) for k, v in (labels or {}).items()}
 
-    def _metadata(extra_annotations: Mapping[str, str] | None = None) -> dict:
+    def _metadata() -> dict:
         meta: dict = {"name": name}
         if namespace:
             meta["namespace"] = namespace
         if label_map:
             meta["labels"] = dict(label_map)
-        merged = {**scoped_annotations, **(extra_annotations or {})}
-        if merged:
-            meta["annotations"] = merged
+        if scoped_annotations:
+            meta["annotations"] = dict(scoped_annotations)
         return meta
-
-    own_annotations = None
-    if fingerprint_salt is not None:
-        own_annotations = {
-            FINGERPRINT_ANNOTATION: data_fingerprint(data, namespace, name, fingerprint_salt, scope, public_key)
-        }
 
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": _metadata(own_annotations),
+        "metadata": _metadata(),
         "spec": {
             "encryptedData": encrypted,
             "template": {"metadata": _metadata(), "type": secret_type},

@@ -261,16 +261,19 @@ class SecretWriter:
             public_key = load_public_key(cert)
         except ValueError as err:
             self.module.fail_json(msg=f"sealing_cert is not a usable certificate or public key: {err}")
-        manifest = sealed_secret_manifest(
-            public_key,
-            self.data,
-            self.namespace,
-            self.name,
-            scope=scope,
-            secret_type=self.type,
-            labels=self.labels,
-            annotations=self.annotations,
-        )
+        try:
+            manifest = sealed_secret_manifest(
+                public_key,
+                self.data,
+                self.namespace,
+                self.name,
+                scope=scope,
+                secret_type=self.type,
+                labels=self.labels,
+                annotations=self.annotations,
+            )
+        except ValueError as err:  # an invalid name, namespace or key: named, never a value
+            self.module.fail_json(msg=f"cannot seal Secret {self.namespace}/{self.name}: {err}")
         if current is not None and not owned:
             # The controller refuses to overwrite a Secret it does not manage unless told it may.
             annotations = dict(current.metadata.annotations or {})

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: mlflow_check
 short_description: Verify a live MLflow deployment as a user would
 description:
-  - Runs the checks a user relies on, against the public URL, and reports each one as passed or failed
+  - Runs the checks a user relies on, against the public URL, and reports each one as passed or failed.
     C(/health) answers 200; the API refuses a request without credentials (401) unless auth is off;
     with a token from Keycloak (password grant) or basic credentials, a user creates an experiment,
     logs a metric, uploads an artifact through the server's artifact proxy, downloads it back
@@ -301,6 +301,9 @@ def run_checks(module: AnsibleModule) -> Checks:
     return checks
 
 
+_OIDC_PARAMS = ("token_url", "client_id", "username", "password")
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -317,12 +320,17 @@ def main() -> None:
             "timeout": {"type": "int", "default": 30},
         },
         required_if=[
-            ("auth_mode", "oidc", ("token_url", "client_id", "username", "password")),
-            ("auth_mode", "proxy", ("token_url", "client_id", "username", "password")),
+            ("auth_mode", "oidc", _OIDC_PARAMS),
+            ("auth_mode", "proxy", _OIDC_PARAMS),
             ("auth_mode", "basic", ("username", "password")),
         ],
         supports_check_mode=True,
     )
+    # required_if counts a parameter given as null as given; a null token_url or password is refused too.
+    needed = {"oidc": _OIDC_PARAMS, "proxy": _OIDC_PARAMS, "basic": ("username", "password")}
+    missing = [name for name in needed.get(module.params["auth_mode"], ()) if not module.params[name]]
+    if missing:
+        module.fail_json(msg=f"auth_mode={module.params['auth_mode']} needs {', '.join(missing)} (got none or empty)")
     checks = run_checks(module)
     failed = [c for c in checks.results if not c["passed"]]
     result = {

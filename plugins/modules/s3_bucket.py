@@ -18,7 +18,8 @@ description:
     encryption, ownership controls, public access blocks) that S3-compatible stores often do not
     implement, so it fails against them. This module uses only HeadBucket, CreateBucket,
     ListObjectsV2, PutObject (the marker), DeleteObjects and DeleteBucket.
-  - Real errors surface: a wrong key, a refused TLS certificate or a bucket owned by someone else fails the task.
+  - Real errors surface, naming the bucket and endpoint; a wrong key, a refused TLS certificate or a bucket owned by
+    someone else fails the task.
 version_added: 0.1.0
 author: mlstack developers
 options:
@@ -83,6 +84,7 @@ kept_because:
 """
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlstack.mlflow.plugins.module_utils._s3 import CONNECTION_ARGS, HAS_BOTO3, make_client
@@ -182,6 +184,11 @@ def main() -> None:
         module.fail_json(msg="boto3 is required (pip install boto3)")
     params = module.params
     name = params["name"]
+    endpoint = urlsplit(params["endpoint_url"])
+    if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+        module.fail_json(
+            msg=f"endpoint_url {params['endpoint_url']!r} is not an http(s) URL such as https://s3.example.com"
+        )
     try:
         s3 = make_client(params)
         existed = bucket_exists(s3, name)

@@ -16,22 +16,16 @@ import pytest
 from ansible_collections.mlstack.mlflow.plugins.module_utils import _sealing
 from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
     CLUSTER_WIDE_ANNOTATION,
-    FINGERPRINT_ANNOTATION,
     NAMESPACE_WIDE_ANNOTATION,
-    data_fingerprint,
     load_public_key,
-    public_key_fingerprint,
     scope_label,
     seal_value,
     sealed_secret_manifest,
     unseal_value,
-    value_fingerprint,
 )
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-SALT = b"0123456789abcdef-test-salt"
 
 
 def independent_unseal(private_key: rsa.RSAPrivateKey, blob: str, label: bytes) -> bytes:
@@ -91,11 +85,6 @@ def test_load_public_key_refuses_non_rsa(cert_factory):
 def test_load_public_key_refuses_garbage(pem):
     with pytest.raises(ValueError):
         load_public_key(pem)
-
-
-def test_public_key_fingerprint_is_stable(rsa_private_key, cert_pem):
-    assert public_key_fingerprint(load_public_key(cert_pem)) == public_key_fingerprint(rsa_private_key.public_key())
-    assert len(public_key_fingerprint(rsa_private_key.public_key())) == 64
 
 
 # --- labels and blobs -----------------------------------------------------------------------------
@@ -292,72 +281,6 @@ def test_manifest_rejects_bad_input(rsa_private_key, kwargs, message):
     args = {"data": {"k": "v"}, "namespace": "a", "name": "s", **kwargs}
     with pytest.raises(ValueError, match=message):
         sealed_secret_manifest(rsa_private_key.public_key(), **args)
-
-
-# --- fingerprints ---------------------------------------------------------------------------------
-
-
-def test_value_fingerprint_is_deterministic_hmac():
-    first = value_fingerprint(b"secret", "mlflow", "mlflow-db", "password", SALT)
-    assert first == value_fingerprint(b"secret", "mlflow", "mlflow-db", "password", SALT)
-    assert len(first) == 64
-    int(first, 16)
-
-
-@pytest.mark.parametrize(
-    "changed",
-    [
-        (b"secret2", "mlflow", "mlflow-db", "password", SALT),
-        (b"secret", "other", "mlflow-db", "password", SALT),
-        (b"secret", "mlflow", "other", "password", SALT),
-        (b"secret", "mlflow", "mlflow-db", "username", SALT),
-        (b"secret", "mlflow", "mlflow-db", "password", SALT + b"x"),
-    ],
-)
-def test_value_fingerprint_changes_with_every_input(changed):
-    assert value_fingerprint(*changed) != value_fingerprint(b"secret", "mlflow", "mlflow-db", "password", SALT)
-
-
-def test_value_fingerprint_fields_cannot_run_together():
-    assert value_fingerprint(b"v", "a", "b/c", "k", SALT) != value_fingerprint(b"v", "a/b", "c", "k", SALT)
-    assert value_fingerprint(b"kv", "a", "b", "k", SALT) != value_fingerprint(b"v", "a", "b", "kk", SALT)
-
-
-def test_value_fingerprint_needs_a_real_salt():
-    with pytest.raises(ValueError, match="at least 16 bytes"):
-        value_fingerprint(b"v", "a", "b", "k", b"short")
-
-
-def test_data_fingerprint_tracks_what_needs_a_reseal(rsa_private_key):
-    key = rsa_private_key.public_key()
-    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
-    base = data_fingerprint(DATA, "mlflow", "mlflow-db", SALT, "strict", key)
-    assert base == data_fingerprint(dict(reversed(list(DATA.items()))), "mlflow", "mlflow-db", SALT, "strict", key)
-    assert base == data_fingerprint(DATA, "mlflow", "mlflow-db", SALT.decode(), "strict", key)
-    variants = [
-        data_fingerprint({**DATA, "password": "new"}, "mlflow", "mlflow-db", SALT, "strict", key),
-        data_fingerprint({**DATA, "extra": ""}, "mlflow", "mlflow-db", SALT, "strict", key),
-        data_fingerprint({k: v for k, v in DATA.items() if k != "uri"}, "mlflow", "mlflow-db", SALT, "strict", key),
-        data_fingerprint(DATA, "mlflow", "mlflow-db", SALT, "namespace-wide", key),
-        data_fingerprint(DATA, "mlflow", "mlflow-db", SALT, "strict", other_key),
-        data_fingerprint(DATA, "mlflow", "mlflow-db", SALT, "strict", None),
-        data_fingerprint(DATA, "mlflow2", "mlflow-db", SALT, "strict", key),
-    ]
-    assert base not in variants
-    assert len(set(variants)) == len(variants)
-
-
-def test_manifest_fingerprint_annotation(rsa_private_key):
-    key = rsa_private_key.public_key()
-    manifest = sealed_secret_manifest(key, DATA, "mlflow", "mlflow-db", fingerprint_salt=SALT)
-    expected = data_fingerprint(DATA, "mlflow", "mlflow-db", SALT, "strict", key)
-    assert manifest["metadata"]["annotations"] == {FINGERPRINT_ANNOTATION: expected}
-    # Not copied into the Secret the controller creates.
-    assert "annotations" not in manifest["spec"]["template"]["metadata"]
-    # Same inputs, new ciphertexts, same fingerprint: the role can tell "unchanged".
-    again = sealed_secret_manifest(key, DATA, "mlflow", "mlflow-db", fingerprint_salt=SALT)
-    assert again["spec"]["encryptedData"] != manifest["spec"]["encryptedData"]
-    assert again["metadata"]["annotations"] == manifest["metadata"]["annotations"]
 
 
 # --- cross-check with a real kubeseal, when the local stack has built one -------------------------

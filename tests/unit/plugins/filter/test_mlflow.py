@@ -10,7 +10,6 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
     FilterModule,
-    b64encode_values,
     dockerconfigjson,
     mlflow_db_uri,
     mlflow_egress_rules,
@@ -20,10 +19,8 @@ from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
     mlflow_service_hosts,
     mlflow_service_ref,
     sealed_secret,
-    sealed_secret_fingerprint,
 )
 from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
-    FINGERPRINT_ANNOTATION,
     NAMESPACE_WIDE_ANNOTATION,
     unseal_value,
 )
@@ -32,8 +29,6 @@ try:
     from sqlalchemy.engine import make_url
 except ImportError:  # the controller venv does not need SQLAlchemy; urllib is the fallback
     make_url = None
-
-SALT = "a-secret-salt-of-more-than-16-bytes"
 
 NASTY = [
     "plain",
@@ -245,27 +240,6 @@ def test_dockerconfigjson_rejects_bad_input(args, message):
         dockerconfigjson(*args)
 
 
-# --- b64encode_values -----------------------------------------------------------------------------
-
-
-def test_b64encode_values():
-    data = {"password": "@:/%#?'\"; ✓", "empty": "", "port": 5432}
-    encoded = b64encode_values(data)
-    assert set(encoded) == set(data)
-    assert {k: base64.b64decode(v, validate=True).decode() for k, v in encoded.items()} == {
-        "password": "@:/%#?'\"; ✓",
-        "empty": "",
-        "port": "5432",
-    }
-    assert data["password"] == "@:/%#?'\"; ✓"  # noqa: S105 - input untouched
-
-
-@pytest.mark.parametrize("data", [None, "text", {"k": None}, {"k": {"nested": "x"}}, {"k": True}])
-def test_b64encode_values_rejects_bad_input(data):
-    with pytest.raises(AnsibleFilterError):
-        b64encode_values(data)
-
-
 # --- sealed_secret --------------------------------------------------------------------------------
 
 
@@ -298,15 +272,6 @@ def test_sealed_secret_filter_namespace_wide_dockerconfig(rsa_private_key, cert_
     assert unseal_value(rsa_private_key, blob, b"mlflow").decode() == config
 
 
-def test_sealed_secret_fingerprint_matches_manifest(cert_pem):
-    data = {"password": "pw", "username": "mlflow"}
-    manifest = sealed_secret(data, cert_pem, "mlflow", "mlflow-db", fingerprint_salt=SALT)
-    expected = sealed_secret_fingerprint(data, cert_pem, "mlflow", "mlflow-db", SALT)
-    assert manifest["metadata"]["annotations"][FINGERPRINT_ANNOTATION] == expected
-    assert sealed_secret_fingerprint({**data, "password": "new"}, cert_pem, "mlflow", "mlflow-db", SALT) != expected
-    assert sealed_secret_fingerprint(data, cert_pem, "mlflow", "mlflow-db", SALT, scope="namespace-wide") != expected
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -317,20 +282,12 @@ def test_sealed_secret_fingerprint_matches_manifest(cert_pem):
         ({"scope": "global"}, "scope"),
         ({"namespace": ""}, "namespace"),
         ({"labels": ["x"]}, "labels"),
-        ({"fingerprint_salt": "short"}, "salt"),
     ],
 )
 def test_sealed_secret_filter_errors(cert_pem, kwargs, message):
     args = {"data": {"k": "v"}, "cert_pem": cert_pem, "namespace": "mlflow", "name": "s", **kwargs}
     with pytest.raises(AnsibleFilterError, match=message):
         sealed_secret(**args)
-
-
-def test_sealed_secret_fingerprint_errors(cert_pem):
-    with pytest.raises(AnsibleFilterError, match="salt"):
-        sealed_secret_fingerprint({"k": "v"}, cert_pem, "mlflow", "s", "short")
-    with pytest.raises(AnsibleFilterError, match="empty"):
-        sealed_secret_fingerprint({"k": "v"}, "", "mlflow", "s", SALT)
 
 
 # --- mlflow_service_hosts -------------------------------------------------------------------------
@@ -477,8 +434,6 @@ def test_filter_module_exposes_filters():
         "mlflow_db_uri",
         "dockerconfigjson",
         "sealed_secret",
-        "sealed_secret_fingerprint",
-        "b64encode_values",
         "maintenance_result",
         "image_version",
         "mlflow_service_hosts",
