@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -138,11 +139,14 @@ def run_playbook(
     *args: str,
     timeout: float = 900,
     installed: Path | None = None,
+    environment: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``ansible-playbook -i inventory/local <name> -e @vars.json [args]`` with the stack's environment.
 
     ``name`` is a path in the checkout, or with ``installed`` (the ``installed_collection`` fixture) a
     collection name such as ``mlstack.mlflow.site``, run from the installed tarball, outside the checkout.
+    ``environment`` is exported after the stack's own environment, as an installer exports
+    ``ADMIN_PASSWORD``: through a private file, so no value is on a command line.
     """
     path = tmp_path / f"vars-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(variables))
@@ -150,6 +154,11 @@ def run_playbook(
     if installed is not None:
         assert name.startswith("mlstack.mlflow."), f"an installed collection runs playbooks by FQCN, not {name}"
         env["MLSTACK_ANSIBLE_CONFIG"] = str(installed / "ansible.cfg")
+    if environment:
+        overrides = tmp_path / f"env-{time.monotonic_ns()}.sh"
+        overrides.touch(mode=0o600)
+        overrides.write_text("".join(f"export {key}={shlex.quote(value)}\n" for key, value in environment.items()))
+        env["MLSTACK_ENV_OVERRIDES"] = str(overrides)
     return subprocess.run(  # noqa: S603
         [
             str(REPO_ROOT / "hack" / "with-stack-env"),
