@@ -476,6 +476,27 @@ def mlflow_object_refs(results: Any) -> list[dict[str, str]]:
     return refs
 
 
+def mlflow_secret_key_problems(results: Any, required: Mapping[str, Any], namespace: str) -> list[str]:
+    """Which of the ``required`` Secrets (name -> keys) the ``k8s_info`` loop ``results`` lack.
+
+    Reads only the key names of what was found, never a value, so the problems can be printed.
+    """
+    found: dict[str, set[str]] = {}
+    for result in results or []:
+        resources = (result or {}).get("resources") or []
+        if resources:
+            found[str(result.get("item"))] = set((resources[0].get("data") or {}).keys())
+    problems = []
+    for name, keys in required.items():
+        if name not in found:
+            problems.append(f"{namespace}/{name} does not exist")
+            continue
+        missing = [key for key in keys if key not in found[name]]
+        if missing:
+            problems.append(f"{namespace}/{name} lacks the key(s) {', '.join(missing)}")
+    return problems
+
+
 class FilterModule:
     """mlstack.mlflow filters."""
 
@@ -492,4 +513,5 @@ class FilterModule:
             "mlflow_service_ref": mlflow_service_ref,
             "mlflow_egress_rules": mlflow_egress_rules,
             "mlflow_object_refs": mlflow_object_refs,
+            "mlflow_secret_key_problems": mlflow_secret_key_problems,
         }

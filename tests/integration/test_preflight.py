@@ -7,13 +7,16 @@ would not hold.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
 import pytest
+from psycopg2 import sql
 
 from .conftest import REPO_ROOT, Kubectl
 
@@ -34,14 +37,19 @@ SECRETS = ("mlflow_db_admin_password", "mlflow_s3_secret_key")
 
 
 def deploy(
-    tmp_path: Path, extra: dict[str, object], drop_env: tuple[str, ...] = (), playbook: str = "site.yml"
+    tmp_path: Path,
+    extra: dict[str, object],
+    drop_env: tuple[str, ...] = (),
+    playbook: str = "site.yml",
+    tags: str = "mlflow",
 ) -> subprocess.CompletedProcess[str]:
     variables = tmp_path / "vars.json"
     variables.write_text(json.dumps({**NAMES, **extra}))
     script = " ".join(f"unset {name};" for name in drop_env)
+    tag_args = f"--tags {tags}" if playbook == "site.yml" or tags != "mlflow" else ""
     command = (
         f"{script} exec {Path(sys.executable).parent / 'ansible-playbook'} -i {REPO_ROOT / 'inventory' / 'local'} "
-        f"{REPO_ROOT / playbook} {'--tags mlflow' if playbook == 'site.yml' else ''} -e @{variables}"
+        f"{REPO_ROOT / playbook} {tag_args} -e @{variables}"
     )
     return subprocess.run(
         [str(REPO_ROOT / "hack" / "with-stack-env"), "bash", "-c", command],
@@ -267,3 +275,68 @@ def test_no_auth_is_allowed_without_exposure_or_when_acknowledged(
     assert result.returncode == 0, output[-2000:]
     assert "changed=0" in output
     assert kubectl.run("get", "namespace", NAMESPACE, check=False).returncode != 0
+
+
+def secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, object]:
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "data": encoded}
+
+
+def pg(env: dict[str, str], user: str, password: str) -> psycopg2.extensions.connection:
+    return psycopg2.connect(host=env["PGHOST"], port=env["PGPORT"], user=user, password=password, dbname="postgres")
+
+
+def admin_sql(env: dict[str, str], statement: sql.Composable, *params: str) -> None:
+    conn = pg(env, env["PGUSER"], env["PGPASSWORD"])
+    try:
+        conn.autocommit = True  # DROP DATABASE refuses a transaction
+        with conn.cursor() as cursor:
+            cursor.execute(statement, params)
+    finally:
+        conn.close()
+
+
+def test_existing_secrets_lacking_keys_fail_before_any_change(
+    tmp_path: Path, kubectl: Kubectl, namespace: str, stack_env: dict[str, str]
+) -> None:
+    kubectl.apply(
+        secret("mlflow-db", namespace, {"password": "p", "MLFLOW_BACKEND_STORE_URI": "postgresql://x"}),
+        secret("mlflow-session", namespace, {"SECRET_KEY": "k"}),
+    )
+    result = deploy(tmp_path, {"mlflow_namespace": namespace, "mlflow_secrets_backend": "existing"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"{namespace}/mlflow-db lacks the key(s) username, host, port, MLFLOW_AUTH_DB_URI" in output, output[-2000:]
+    assert f"{namespace}/mlflow-s3 does not exist" in output
+    assert f"{namespace}/mlflow-registry does not exist" in output
+    assert "changed=0" in output
+    with pg(stack_env, stack_env["PGUSER"], stack_env["PGPASSWORD"]) as conn, conn.cursor() as cursor:
+        cursor.execute("select count(*) from pg_roles where rolname = %s", (NAMES["mlflow_db_user"],))
+        assert cursor.fetchone()[0] == 0
+
+
+def test_the_existing_backend_never_changes_the_database_roles_password(
+    tmp_path: Path, kubectl: Kubectl, namespace: str, stack_env: dict[str, str]
+) -> None:
+    """You own the credentials: a Secret whose password differs from the role's leaves the role's alone."""
+    user, kept = "mlflow_bad_existing", "kept-" + base64.b32encode(os.urandom(10)).decode()
+    admin_sql(stack_env, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+    admin_sql(stack_env, sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(user)), kept)
+    db = {"username": user, "password": "other", "host": "h", "port": "5432"}
+    db |= {"MLFLOW_BACKEND_STORE_URI": "postgresql://x", "MLFLOW_AUTH_DB_URI": "postgresql://y"}
+    kubectl.apply(
+        secret("mlflow-db", namespace, db),
+        secret("mlflow-session", namespace, {"SECRET_KEY": "k"}),
+        secret("mlflow-s3", namespace, {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}),
+        secret("mlflow-registry", namespace, {".dockerconfigjson": "{}"}),
+    )
+    names = {"mlflow_namespace": namespace, "mlflow_secrets_backend": "existing", "mlflow_db_user": user}
+    names |= {"mlflow_db_name": "mlflow_bad_existing", "mlflow_auth_db_name": "mlflow_bad_existing_auth"}
+    try:
+        result = deploy(tmp_path, names, playbook="playbooks/11_deploy.yaml", tags="database")
+        assert result.returncode == 0, result.stdout[-3000:]
+        pg(stack_env, user, kept).close()  # the role's own password still logs in
+    finally:
+        for name in ("mlflow_bad_existing", "mlflow_bad_existing_auth"):
+            admin_sql(stack_env, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin_sql(stack_env, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))

@@ -16,6 +16,7 @@ from ansible_collections.mlstack.mlflow.plugins.filter.mlflow import (
     mlflow_object_refs,
     mlflow_resource_problems,
     mlflow_route_problems,
+    mlflow_secret_key_problems,
     mlflow_service_hosts,
     mlflow_service_ref,
     sealed_secret,
@@ -442,6 +443,7 @@ def test_filter_module_exposes_filters():
         "mlflow_service_ref",
         "mlflow_egress_rules",
         "mlflow_object_refs",
+        "mlflow_secret_key_problems",
     }
     assert all(callable(f) for f in filters.values())
 
@@ -550,3 +552,31 @@ def test_object_refs_carry_kind_and_name_only() -> None:
     assert mlflow_object_refs(results) == [{"api_version": "v1", "kind": "Secret", "name": "mlflow-db"}]
     with pytest.raises(AnsibleFilterError):
         mlflow_object_refs({"results": []})
+
+
+# --- mlflow_secret_key_problems -------------------------------------------------------------------
+
+
+def test_secret_key_problems_name_missing_secrets_and_keys_and_never_a_value() -> None:
+    results = [
+        {"item": "mlflow-db", "resources": [{"data": {"password": "c2VjcmV0", "MLFLOW_BACKEND_STORE_URI": "eA=="}}]},
+        {"item": "mlflow-session", "resources": []},
+        {"item": "mlflow-s3", "resources": [{"data": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}}]},
+        {"item": "mlflow-empty", "resources": [{"metadata": {"name": "mlflow-empty"}}]},
+    ]
+    required = {
+        "mlflow-db": ["password", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DB_URI", "host"],
+        "mlflow-session": ["SECRET_KEY"],
+        "mlflow-s3": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        "mlflow-empty": ["x"],
+        "mlflow-unread": ["y"],
+    }
+    problems = mlflow_secret_key_problems(results, required, "ns")
+    assert problems == [
+        "ns/mlflow-db lacks the key(s) MLFLOW_AUTH_DB_URI, host",
+        "ns/mlflow-session does not exist",
+        "ns/mlflow-empty lacks the key(s) x",
+        "ns/mlflow-unread does not exist",
+    ]
+    assert "c2VjcmV0" not in " ".join(problems)
+    assert mlflow_secret_key_problems(results[2:3], {"mlflow-s3": ["AWS_ACCESS_KEY_ID"]}, "ns") == []
