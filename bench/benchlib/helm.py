@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,20 @@ def chart_values(where: Where) -> dict[str, Any]:
             "tls": [{"hosts": [where.hostname], "secretName": TLS_SECRET}],
         },
     }
+
+
+@contextmanager
+def private_values_file(values: dict[str, Any]) -> Iterator[Path]:
+    """The values as a file only its owner reads (0600 in a 0700 temp dir), removed afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="wtc-helm-values-"))  # mkdtemp makes it 0700
+    try:
+        path = tmp / "values.json"  # JSON is YAML
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(values, handle, indent=2)
+        yield path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def helm_argv(helm: Path, values_file: Path) -> list[str]:
@@ -319,20 +335,13 @@ class HelmBench:
     def run(self, label: str, values: dict[str, Any]) -> HelmRun:
         """One ``helm upgrade --install --wait``; the values file is 0600 in a private temp dir, then deleted."""
         OUT_DIR.joinpath("logs").mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="wtc-helm-values-"))  # mode 0700
-        try:
-            values_file = tmp / "values.json"  # JSON is YAML
-            fd = os.open(values_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(values, handle, indent=2)
-            argv = helm_argv(self.helm, values_file)
+        with private_values_file(values) as path:
+            argv = helm_argv(self.helm, path)
             say(f"helm: {label}: helm upgrade --install {RELEASE} <chart> -n {NAMESPACE} --wait")
             started = time.monotonic()
             with Ticker(f"helm {label}"):
                 done = subprocess.run(argv, capture_output=True, text=True, check=False, env=self._env())
             wall = time.monotonic() - started
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         output = (done.stdout + done.stderr).strip()
         (OUT_DIR / "logs" / f"helm-{label}.log").write_text(output + "\n")
         run = HelmRun(label=label, rc=done.returncode, wall_s=wall, output=output[-2000:])
