@@ -19,7 +19,7 @@ from typing import Any
 
 from benchlib.common import OUT_DIR, REPO, BenchError, load_stack_env, require_env, say, warn
 from benchlib.deploy import NAMESPACE, WAIT_TASKS, deploy_timings, destroy
-from benchlib.helm import HelmBench, build_helm, count_kinds, namespace_objects, run_helm_part
+from benchlib.helm import HelmBench, build_helm, count_kinds, namespace_objects, pod_phases, run_helm_part
 from benchlib.report import render
 from benchlib.serverbench import run_server_bench
 from benchlib.servers import Defaults, DefaultsResources, Ours, image_of
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if check is not None and check.rc != 0:
             problems.append(f"the --check run failed (rc={check.rc}): {check.failed_tasks}")
         results["deploy_objects"] = count_kinds(namespace_objects(NAMESPACE))
+        results["deploy_pod"] = pod_phases(NAMESPACE, Ours.selector)
         if helm_bench is not None:
             results["helm"] = run_helm_part(helm_bench, NAMESPACE)
             problems += [f"helm: {problem}" for problem in results["helm"]["check"]["problems"]]

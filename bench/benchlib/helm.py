@@ -555,6 +555,7 @@ def run_helm_part(bench: HelmBench, ours_namespace: str) -> dict[str, Any]:
     first = bench.run("install", values)
     result["first"] = asdict(first)
     result["objects"] = count_kinds(namespace_objects(NAMESPACE), skip_labels=BENCH_LABELS)
+    result["pod"] = pod_phases(NAMESPACE, f"app.kubernetes.io/instance={RELEASE}")
     before = rollout_state(NAMESPACE)
     noops = [bench.run(f"noop-{index}", values) for index in range(1, bench.repeats + 1)]
     after = rollout_state(NAMESPACE)
@@ -564,3 +565,37 @@ def run_helm_part(bench: HelmBench, ours_namespace: str) -> dict[str, Any]:
     result["revisions"] = bench.revisions()
     result["check"] = check_release(where.hostname, bench.admin_password())
     return result
+
+
+def pod_phases(namespace: str, selector: str) -> dict[str, Any]:
+    """Where a server pod's start went, from its status (1 s resolution): seconds after the pod was created
+    until its init containers ended, its container started, and it turned Ready (the probes' period shows)."""
+    from kubernetes import client
+
+    pods = client.CoreV1Api().list_namespaced_pod(namespace, label_selector=selector).items
+    pods = [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+    if not pods:
+        return {}
+    pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
+    created = pod.metadata.creation_timestamp
+
+    def since(moment: Any) -> float | None:
+        return None if moment is None else (moment - created).total_seconds()
+
+    inits = {
+        status.name: since(status.state.terminated.finished_at)
+        for status in pod.status.init_container_statuses or []
+        if status.state and status.state.terminated
+    }
+    started = [
+        status.state.running.started_at
+        for status in pod.status.container_statuses or []
+        if status.state and status.state.running
+    ]
+    ready = next((c.last_transition_time for c in pod.status.conditions or [] if c.type == "Ready"), None)
+    return {
+        "pod": pod.metadata.name,
+        "init_containers_ended_s": inits,
+        "container_started_s": since(min(started)) if started else None,
+        "ready_s": since(ready) if ready and (pod.status.phase == "Running") else None,
+    }

@@ -175,6 +175,13 @@ def render_helm(results: dict[str, Any]) -> list[str]:
         f"{helm.get('prepare_s', 0):.1f} s (namespace, 2 databases, role, bucket, 5 Secrets); ours' first run "
         "creates its own (and checks, migrates and waits for the rollout)"
     )
+    for who, pod in (("ours'", results.get("deploy_pod") or {}), ("helm's", helm.get("pod") or {})):
+        if pod:
+            inits = ", ".join(f"{name} ended {_num(sec, 0)}" for name, sec in pod["init_containers_ended_s"].items())
+            lines.append(
+                f"  {who} server pod, s after its creation: {inits + ', ' if inits else ''}container started "
+                f"{_num(pod['container_started_s'], 0)}, Ready {_num(pod['ready_s'], 0)}"
+            )
     objects = results.get("deploy_objects") or {}
     if objects:
         lines.append(f"  objects in the namespace, ours: {kinds_line(objects)}")

@@ -139,3 +139,41 @@ def test_count_kinds_leaves_out_events_namespace_defaults_and_prepared_objects()
     assert helm.kinds_line(counts) == (
         "4 (Deployment 1, Secret 2, ServiceAccount 1) + 2 made by controllers (Pod 1, ReplicaSet 1)"
     )
+
+
+def test_report_prints_both_tools_and_the_ratios() -> None:
+    from benchlib.report import render_helm
+
+    results = {
+        "deploy": {"first": {"wall_s": 90.0}, "noop": {"wall_s": 60.0}},
+        "deploy_objects": {"Deployment": 1, "Pod": 2},
+        "deploy_pod": {"pod": "mlflow-1", "init_containers_ended_s": {}, "container_started_s": 2.0, "ready_s": 12.0},
+        "helm": {
+            "namespace": "bench-helm",
+            "chart_version": "1.11.5",
+            "helm": "v3.22",
+            "prepare_s": 0.3,
+            "first": {"wall_s": 45.0},
+            "noop": [{"wall_s": 0.9}, {"wall_s": 0.8}, {"wall_s": 1.2}],
+            "noop_median_s": 0.9,
+            "objects": {"Deployment": 1, "Secret": 3},
+            "pod": {
+                "pod": "wtc-mlflow-1",
+                "init_containers_ended_s": {"mlflow-db-migration": 9.0, "ini-file-initializer": 10.0},
+                "container_started_s": 11.0,
+                "ready_s": 41.0,
+            },
+            "noop_rollout": {"unchanged": True},
+            "revisions": 4,
+            "check": {"anonymous_search": 401, "admin_search": 200, "admin_upload": 200, "object_in_bucket": ["x"]},
+        },
+    }
+    text = "\n".join(render_helm(results))
+    first = next(line for line in text.splitlines() if line.startswith("first deploy"))
+    noop = next(line for line in text.splitlines() if line.startswith("no-op re-run"))
+    assert first.split()[-3:] == ["90.0", "45.0", "2.00"]
+    assert noop.split()[-4:] == ["60.0", "0.9", "[0.8-1.2]", "66.67"]
+    assert "ours: 1 (Deployment 1) + 2 made by controllers (Pod 2)" in text
+    assert "helm's server pod, s after its creation: mlflow-db-migration ended 9, ini-file-initializer ended 10" in text
+    assert "no new rollout" in text and "anonymous search 401" in text
+    assert render_helm({"deploy": {}, "helm": {}}) == []
