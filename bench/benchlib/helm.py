@@ -63,6 +63,7 @@ class Where:
     s3_endpoint: str
     region: str
     hostname: str
+    pull_secret: str | None = PULL_SECRET  # ours' pull secret, copied into bench-helm; None when ours has none
 
 
 def chart_values(where: Where) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def chart_values(where: Where) -> dict[str, Any]:
         "image": image,
         # The chart's init containers use busybox (not offline) and burakince/mlflow: ours has sh and sed too.
         "initImages": {"mlflowDbMigration": image, "iniFileInitializer": image},
-        "imagePullSecrets": [{"name": PULL_SECRET}],
+        "imagePullSecrets": [{"name": where.pull_secret}] if where.pull_secret else [],
         # The chart's defaults lack seccompProfile, which `restricted` Pod Security requires; uid 1000 is our image's.
         "podSecurityContext": {
             "fsGroup": 1000,
@@ -318,8 +319,9 @@ class HelmBench:
             {"AWS_ACCESS_KEY_ID": os.environ["S3_ACCESS_KEY"], "AWS_SECRET_ACCESS_KEY": os.environ["S3_SECRET_KEY"]},
         )
         secret(ADMIN_SECRET, {"username": ADMIN_USER, "password": admin_password})
-        pull = core.read_namespaced_secret(PULL_SECRET, ours_namespace)
-        secret(PULL_SECRET, dict(pull.data or {}), kind=pull.type, encoded=True)
+        if where.pull_secret:
+            pull = core.read_namespaced_secret(where.pull_secret, ours_namespace)
+            secret(where.pull_secret, dict(pull.data or {}), kind=pull.type, encoded=True)
         tls_ns = os.environ.get("TLS_SOURCE_NAMESPACE") or "default"
         tls_name = os.environ.get("TLS_SOURCE_SECRET") or f"{os.environ.get('DOMAIN_NAME', 'mlstack.test')}-tls"
         tls = core.read_namespaced_secret(tls_name.replace(".", "-"), tls_ns)
@@ -456,7 +458,7 @@ def where_from_ours(ours_namespace: str) -> Where:
     """Image, pull policy, resources, workers and service addresses from the bench deployment's Deployment."""
     from .servers import Defaults, DefaultsResources, _plain
 
-    _spec, container, where = Defaults(ours_namespace, DefaultsResources())._ours_pod()
+    spec, container, where = Defaults(ours_namespace, DefaultsResources())._ours_pod()
     args = [*(container.command or []), *(container.args or [])]
     workers = next((arg.split("=", 1)[1] for arg in args if arg.startswith("--workers=")), None)
     env = {item.name: item.value for item in container.env or [] if item.value is not None}
@@ -471,6 +473,7 @@ def where_from_ours(ours_namespace: str) -> Where:
         s3_endpoint=where["s3"],
         region=where["region"],
         hostname=f"{NAMESPACE}.{os.environ.get('DOMAIN_NAME', 'mlstack.test')}",
+        pull_secret=next((ref.name for ref in spec.image_pull_secrets or []), None),
     )
 
 

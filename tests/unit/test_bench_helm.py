@@ -85,9 +85,12 @@ def test_values_are_equivalent_to_ours() -> None:
     assert values["securityContext"]["allowPrivilegeEscalation"] is False
 
 
-def test_no_workers_from_ours_leaves_the_charts_default() -> None:
-    values = helm.chart_values(helm.Where(**{**WHERE.__dict__, "workers": None, "job_execution": None}))
+def test_what_ours_does_not_set_stays_the_charts_default() -> None:
+    values = helm.chart_values(
+        helm.Where(**{**WHERE.__dict__, "workers": None, "job_execution": None, "pull_secret": None})
+    )
     assert values["extraArgs"] == {}
+    assert values["imagePullSecrets"] == []
     assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION" not in values["extraEnvVars"]
 
 
