@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             problems += [f"helm: {problem}" for problem in results["helm"]["check"]["problems"]]
             if not results["helm"]["noop_rollout"]["unchanged"]:
                 problems.append("helm: the no-op helm upgrade --install rolled the Deployment out again")
+            if not args.keep:  # now, so the chart's MLflow does not idle beside the server part's loads
+                helm_bench.destroy("cleanup-after")
+                helm_bench = None
         if "server" in parts and resources is not None:
             say(
                 f"server: creating the defaults server's database, role and bucket, and its Secret, Service, "
