@@ -19,6 +19,7 @@ from typing import Any
 
 from benchlib.common import OUT_DIR, REPO, BenchError, load_stack_env, require_env, say, warn
 from benchlib.deploy import NAMESPACE, WAIT_TASKS, deploy_timings, destroy
+from benchlib.helm import HelmBench, build_helm, count_kinds, namespace_objects, pod_phases, run_helm_part
 from benchlib.report import render
 from benchlib.serverbench import run_server_bench
 from benchlib.servers import Defaults, DefaultsResources, Ours, image_of
@@ -50,10 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="concurrent client processes (default 8)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle seconds before sampling memory (default 30)")
     parser.add_argument(
+        "--helm-repeats", type=int, default=3, help="no-op helm upgrade --install runs, median taken (default 3)"
+    )
+    parser.add_argument(
         "--parts",
-        default="deploy,server",
-        help="comma-separated: deploy (first, no-op, --check runs), server (ours vs defaults); "
-        "the server part always needs a first deploy",
+        default="deploy,helm,server",
+        help="comma-separated: deploy (first, no-op, --check runs), helm (the community chart's helm upgrade "
+        "--install, first and no-op), server (ours vs defaults); helm and server always need a first deploy",
     )
     parser.add_argument("--keep", action="store_true", help="leave the bench namespace, databases and buckets")
     return parser.parse_args(argv)
@@ -82,15 +86,23 @@ def main(argv: list[str] | None = None) -> int:
             "args": vars(args),
         },
         "deploy": {},
+        "deploy_objects": {},
+        "helm": {},
         "server": {},
         "problems": [],
     }
     problems: list[str] = results["problems"]
     resources = DefaultsResources() if "server" in parts else None
     defaults: Defaults | None = None
+    helm_bench: HelmBench | None = None
     started = time.monotonic()
     say(f"bench: parts {', '.join(sorted(parts))}; results go to {OUT_DIR}")
     try:
+        if "helm" in parts:  # before anything is deployed: a cold build is not part of any figure
+            helm_binary, build_s = build_helm()
+            results["meta"]["helm_build_s"] = build_s
+            helm_bench = HelmBench(helm_binary, repeats=max(1, args.helm_repeats))
+            helm_bench.destroy("cleanup-before")  # what an interrupted run of the helm part may have left
         destroy("cleanup-before")
         DefaultsResources().drop()  # what an interrupted run of the server part may have left
         runs = deploy_timings(skip_noop="deploy" not in parts)
@@ -103,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         check = runs.get("check")
         if check is not None and check.rc != 0:
             problems.append(f"the --check run failed (rc={check.rc}): {check.failed_tasks}")
+        results["deploy_objects"] = count_kinds(namespace_objects(NAMESPACE))
+        results["deploy_pod"] = pod_phases(NAMESPACE, Ours.selector)
+        if helm_bench is not None:
+            results["helm"] = run_helm_part(helm_bench, NAMESPACE)
+            problems += [f"helm: {problem}" for problem in results["helm"]["check"]["problems"]]
+            if not results["helm"]["noop_rollout"]["unchanged"]:
+                problems.append("helm: the no-op helm upgrade --install rolled the Deployment out again")
+            if not args.keep:  # now, so the chart's MLflow does not idle beside the server part's loads
+                helm_bench.destroy("cleanup-after")
+                helm_bench = None
         if "server" in parts and resources is not None:
             say(
                 f"server: creating the defaults server's database, role and bucket, and its Secret, Service, "
@@ -123,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         problems.append("interrupted")
         say("bench: interrupted; cleaning up")
     finally:
+        if helm_bench is not None and not args.keep:
+            try:
+                helm_bench.destroy("cleanup-after")
+            except Exception as err:  # noqa: BLE001 - cleanup goes on; reported
+                problems.append(f"helm cleanup: {err}")
+                warn(problems[-1])
         if defaults is not None and defaults.created and not args.keep:
             try:  # its pod holds connections to its database: stop it first (the namespace goes below)
                 defaults.stop()

@@ -97,6 +97,7 @@ def render(results: dict[str, Any]) -> str:
             lines.append("  slowest other tasks of the first run:")
             lines += [f"    {t['seconds']:5.1f} s  {t['name']}" for t in slowest[:5]]
         lines.append("")
+    lines += render_helm(results)
     server = results.get("server") or {}
     figures = server.get("figures")
     if figures:
@@ -140,3 +141,67 @@ def render(results: dict[str, Any]) -> str:
     for problem in results.get("problems", []):
         lines.append(f"PROBLEM: {problem}")
     return "\n".join(lines)
+
+
+def _ratio(num: float | None, den: float | None) -> str:
+    return "-" if num is None or not den else f"{num / den:.2f}"
+
+
+def render_helm(results: dict[str, Any]) -> list[str]:
+    """Ours vs the community chart: first deploy and no-op re-run wall times, their ratios, the objects made."""
+    from .helm import kinds_line
+
+    helm = results.get("helm") or {}
+    deploy = results.get("deploy") or {}
+    if not helm.get("first"):
+        return []
+    ours_first = (deploy.get("first") or {}).get("wall_s")
+    ours_noop = (deploy.get("noop") or {}).get("wall_s")
+    noops = [run["wall_s"] for run in helm.get("noop", [])]
+    noop_stat = {"median": helm.get("noop_median_s"), "min": min(noops), "max": max(noops), "n": len(noops)}
+    lines = [
+        f"Ours vs the community Helm chart ({helm.get('chart_version', '?')}, {helm.get('helm', 'helm')}): "
+        f"helm upgrade --install --wait in namespace {helm['namespace']}, same cluster, same run",
+    ]
+    rows = [
+        ["first deploy (empty namespace)", _num(ours_first, 1), _num(helm["first"]["wall_s"], 1)],
+        [f"no-op re-run (helm: median [min-max] of {len(noops)})", _num(ours_noop, 1), fmt(noop_stat, 1)],
+    ]
+    rows[0].append(_ratio(ours_first, helm["first"]["wall_s"]))
+    rows[1].append(_ratio(ours_noop, helm.get("noop_median_s")))
+    lines += _table(["wall s", "ours (site.yml --tags mlflow)", "helm", "ours/helm"], rows)
+    lines.append(
+        f"  helm's figures leave out the chart's prerequisites, which the benchmark creates first in "
+        f"{helm.get('prepare_s', 0):.1f} s (namespace, 2 databases, role, bucket, 5 Secrets); ours' first run "
+        "creates its own (and checks, migrates and waits for the rollout)"
+    )
+    for who, pod in (("ours'", results.get("deploy_pod") or {}), ("helm's", helm.get("pod") or {})):
+        if pod:
+            inits = ", ".join(f"{name} ended {_num(sec, 0)}" for name, sec in pod["init_containers_ended_s"].items())
+            lines.append(
+                f"  {who} server pod, s after its creation: {inits + ', ' if inits else ''}container started "
+                f"{_num(pod['container_started_s'], 0)}, Ready {_num(pod['ready_s'], 0)}"
+            )
+    objects = results.get("deploy_objects") or {}
+    if objects:
+        lines.append(f"  objects in the namespace, ours: {kinds_line(objects)}")
+    helm_objects = kinds_line(helm.get("objects") or {})
+    lines.append(f"  objects in the namespace, helm: {helm_objects} (+ the 5 prepared Secrets)")
+    rollout = helm.get("noop_rollout") or {}
+    unchanged = "no new rollout (Deployment generations and ReplicaSets unchanged)"
+    lines.append(
+        f"  helm no-op: {unchanged if rollout.get('unchanged') else 'ROLLED OUT AGAIN'}, but every upgrade is "
+        f"a new release revision ({helm.get('revisions', '?')} after the runs)"
+    )
+    check = helm.get("check") or {}
+    lines.append(
+        f"  the chart's release works: anonymous search {check.get('anonymous_search')}, admin (basic auth) "
+        f"{check.get('admin_search')}, proxied upload {check.get('admin_upload')} "
+        f"({'in the bucket' if check.get('object_in_bucket') else 'NOT in the bucket'}), through the Ingress"
+    )
+    lines.append(
+        "  Pod Security: bench-helm enforces restricted like ours; the chart's default securityContext has no "
+        "seccompProfile, so the values add RuntimeDefault (and uid 1000, our image's)"
+    )
+    lines.append("")
+    return lines
