@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,7 +284,7 @@ def test_manifest_rejects_bad_input(rsa_private_key, kwargs, message):
         sealed_secret_manifest(rsa_private_key.public_key(), **args)
 
 
-# --- cross-check with a real kubeseal, when the local stack has built one -------------------------
+# --- cross-check with a real kubeseal (the local stack's build; built here on a new machine) -------
 
 
 def _find_kubeseal() -> str | None:
@@ -293,26 +294,41 @@ def _find_kubeseal() -> str | None:
     return next((c for c in candidates if c and os.access(c, os.X_OK) and Path(c).is_file()), None)
 
 
-KUBESEAL = _find_kubeseal()
-needs_kubeseal = pytest.mark.skipif(KUBESEAL is None, reason="no kubeseal binary (set KUBESEAL=/path/to/kubeseal)")
+@pytest.fixture(scope="module")
+def kubeseal() -> str:
+    """kubeseal, built from the Go module proxy by the local stack's own builder when none is found.
+
+    The build lands where `make up` looks for it (~/.cache/mlstack/bin), so it is made once either way.
+    """
+    found = _find_kubeseal()
+    if found:
+        return found
+    sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "hack"))
+    from mlstack_local import sealed
+    from mlstack_local.base import Context
+    from mlstack_local.config import default_paths
+
+    ctx = Context(paths=default_paths(), secrets={})
+    sealed.SealedSecrets().prepare(ctx)
+    return str(sealed.bin_dir(ctx.paths) / "kubeseal")
 
 
-def _kubeseal(args: list[str], stdin: bytes, tmp_path: Path) -> bytes:
+def _kubeseal(kubeseal: str, args: list[str], stdin: bytes, tmp_path: Path) -> bytes:
     env = {**os.environ, "KUBECONFIG": str(tmp_path / "no-kubeconfig")}  # never talk to a cluster
     result = subprocess.run(  # noqa: S603 - fixed binary, arguments built here
-        [str(KUBESEAL), *args], input=stdin, capture_output=True, env=env, timeout=60, check=False
+        [kubeseal, *args], input=stdin, capture_output=True, env=env, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout
 
 
-@needs_kubeseal
 @pytest.mark.parametrize("scope", ["strict", "namespace-wide", "cluster-wide"])
-def test_we_unseal_what_kubeseal_sealed(rsa_private_key, cert_pem, tmp_path, scope):
+def test_we_unseal_what_kubeseal_sealed(kubeseal, rsa_private_key, cert_pem, tmp_path, scope):
     cert_file = tmp_path / "cert.pem"
     cert_file.write_text(cert_pem)
     value = "p@ss:w/o%rd#? 'x\"; ünï".encode()
     out = _kubeseal(
+        kubeseal,
         [
             "--raw",
             "--cert",
@@ -331,9 +347,8 @@ def test_we_unseal_what_kubeseal_sealed(rsa_private_key, cert_pem, tmp_path, sco
     assert unseal_value(rsa_private_key, out.decode().strip(), scope_label(scope, "mlflow", "mlflow-db")) == value
 
 
-@needs_kubeseal
 @pytest.mark.parametrize("scope", ["strict", "namespace-wide", "cluster-wide"])
-def test_kubeseal_unseals_what_we_sealed(rsa_private_key, tmp_path, scope):
+def test_kubeseal_unseals_what_we_sealed(kubeseal, rsa_private_key, tmp_path, scope):
     key_file = tmp_path / "tls.key"
     key_file.write_bytes(
         rsa_private_key.private_bytes(
@@ -342,6 +357,7 @@ def test_kubeseal_unseals_what_we_sealed(rsa_private_key, tmp_path, scope):
     )
     manifest = sealed_secret_manifest(rsa_private_key.public_key(), DATA, "mlflow", "mlflow-db", scope=scope)
     out = _kubeseal(
+        kubeseal,
         ["--recovery-unseal", "--recovery-private-key", str(key_file), "-o", "json"],
         json.dumps(manifest).encode(),
         tmp_path,
