@@ -146,3 +146,34 @@ def s3_client() -> Any:
         region_name=os.environ.get("S3_REGION", "us-east-1"),
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
     )
+
+
+def leftovers(namespace: str, databases: list[str], role: str, bucket: str) -> list[str]:
+    """What of a bench deployment still exists: its namespace, databases, role and bucket."""
+    from botocore.exceptions import ClientError
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    found: list[str] = []
+    config.load_kube_config(config_file=os.environ["KUBECONFIG"])
+    try:
+        client.CoreV1Api().read_namespace(namespace)
+        found.append(f"namespace {namespace}")
+    except ApiException as err:
+        if err.status != 404:
+            found.append(f"namespace {namespace} (unknown: {err.status})")
+    conn = pg_admin()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (databases,))
+            found += [f"database {row[0]}" for row in cur.fetchall()]
+            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = %s", (role,))
+            found += [f"role {row[0]}" for row in cur.fetchall()]
+    finally:
+        conn.close()
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+        found.append(f"bucket {bucket}")
+    except ClientError:
+        pass
+    return found

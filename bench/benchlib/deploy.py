@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from .common import OUT_DIR, REPO, VENV_BIN, BenchError, Ticker, pg_admin, s3_client, say
+from .common import OUT_DIR, REPO, VENV_BIN, BenchError, Ticker, say
+from .common import leftovers as common_leftovers
 
 NAMESPACE = "mlflow-bench"
 # Everything the bench deployment owns is named apart from the `mlflow` deployment and the Molecule
@@ -220,34 +221,12 @@ def destroy(label: str) -> PlaybookRun:
 
 def leftovers() -> list[str]:
     """What of the bench deployment still exists: namespace, databases, role, bucket."""
-    from botocore.exceptions import ClientError
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-
-    found: list[str] = []
-    config.load_kube_config(config_file=os.environ["KUBECONFIG"])
-    try:
-        client.CoreV1Api().read_namespace(NAMESPACE)
-        found.append(f"namespace {NAMESPACE}")
-    except ApiException as err:
-        if err.status != 404:
-            found.append(f"namespace {NAMESPACE} (unknown: {err.status})")
-    conn = pg_admin()
-    try:
-        with conn.cursor() as cur:
-            dbs = [BENCH_VARS["mlflow_db_name"], BENCH_VARS["mlflow_auth_db_name"]]
-            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (dbs,))
-            found += [f"database {row[0]}" for row in cur.fetchall()]
-            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = %s", (BENCH_VARS["mlflow_db_user"],))
-            found += [f"role {row[0]}" for row in cur.fetchall()]
-    finally:
-        conn.close()
-    try:
-        s3_client().head_bucket(Bucket=BENCH_VARS["mlflow_artifacts_bucket"])
-        found.append(f"bucket {BENCH_VARS['mlflow_artifacts_bucket']}")
-    except ClientError:
-        pass
-    return found
+    return common_leftovers(
+        NAMESPACE,
+        [BENCH_VARS["mlflow_db_name"], BENCH_VARS["mlflow_auth_db_name"]],
+        BENCH_VARS["mlflow_db_user"],
+        BENCH_VARS["mlflow_artifacts_bucket"],
+    )
 
 
 def deploy_timings(skip_noop: bool = False) -> dict[str, PlaybookRun]:

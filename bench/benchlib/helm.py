@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import OUT_DIR, REPO, BenchError, Ticker, pg_admin, s3_client, say, warn
+from .common import leftovers as common_leftovers
 
 HELM_VERSION = "v3.22.0"
 HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
@@ -432,33 +433,8 @@ class HelmBench:
 
 
 def leftovers() -> list[str]:
-    from botocore.exceptions import ClientError
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-
-    found: list[str] = []
-    config.load_kube_config(config_file=os.environ["KUBECONFIG"])
-    try:
-        client.CoreV1Api().read_namespace(NAMESPACE)
-        found.append(f"namespace {NAMESPACE}")
-    except ApiException as err:
-        if err.status != 404:
-            found.append(f"namespace {NAMESPACE} (unknown: {err.status})")
-    conn = pg_admin()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", ([DB, AUTH_DB],))
-            found += [f"database {row[0]}" for row in cur.fetchall()]
-            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = %s", (ROLE,))
-            found += [f"role {row[0]}" for row in cur.fetchall()]
-    finally:
-        conn.close()
-    try:
-        s3_client().head_bucket(Bucket=BUCKET)
-        found.append(f"bucket {BUCKET}")
-    except ClientError:
-        pass
-    return found
+    """What of the helm release's namespace, databases, role and bucket still exists."""
+    return common_leftovers(NAMESPACE, [DB, AUTH_DB], ROLE, BUCKET)
 
 
 def where_from_ours(ours_namespace: str) -> Where:
