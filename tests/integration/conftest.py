@@ -198,6 +198,24 @@ def installed_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+def pg_connect(env: dict[str, str], user: str, password: str) -> Any:
+    """A psycopg2 connection to the stack's PostgreSQL ``postgres`` database as ``user``."""
+    import psycopg2
+
+    return psycopg2.connect(host=env["PGHOST"], port=env["PGPORT"], user=user, password=password, dbname="postgres")
+
+
+def admin_sql(env: dict[str, str], statement: Any, *params: str) -> None:
+    """One statement as the stack's PostgreSQL admin, outside a transaction (DROP DATABASE refuses one)."""
+    conn = pg_connect(env, env["PGUSER"], env["PGPASSWORD"])
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(statement, params)
+    finally:
+        conn.close()
+
+
 def changed_count(output: str) -> int:
     """The changed= total of a run's PLAY RECAP lines (the run must have printed one)."""
     found = RECAP.findall(output)

@@ -15,11 +15,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import psycopg2
 import pytest
 from psycopg2 import sql
 
-from .conftest import Kubectl, changed_count, run_playbook, service_url
+from .conftest import Kubectl, admin_sql, changed_count, run_playbook, service_url
 
 NAME = "mlflow-h"
 HOSTILE = "q'\"uo $HOME %41%% \\back slash {{ lookup('env', 'HOME') }} {% raw %}#!`id`"
@@ -38,15 +37,6 @@ ENVIRONMENT = {"PGUSER": ADMIN, "PGPASSWORD": HOSTILE, "ADMIN_PASSWORD": HOSTILE
 
 def playbook(tmp_path: Path, name: str, *args: str, **extra: object) -> subprocess.CompletedProcess[str]:
     return run_playbook(tmp_path, name, {**SCENARIO, **extra}, *args, environment=ENVIRONMENT)
-
-
-def admin_sql(env: dict[str, str], statement: sql.Composable, *params: str) -> None:
-    with psycopg2.connect(
-        host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"], dbname="postgres"
-    ) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(statement, params)
 
 
 def search(kubectl: Kubectl, user: str, password: str) -> int:

@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg2
 import pytest
 from psycopg2 import sql
 
-from .conftest import REPO_ROOT, Kubectl
+from .conftest import REPO_ROOT, Kubectl, admin_sql, pg_connect
 
 NAMESPACE = "mlflow-bad-input"
 # Names of its own, so a check that let a value through would not touch the stack's `mlflow` deployment
@@ -282,20 +281,6 @@ def secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, object]
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "data": encoded}
 
 
-def pg(env: dict[str, str], user: str, password: str) -> psycopg2.extensions.connection:
-    return psycopg2.connect(host=env["PGHOST"], port=env["PGPORT"], user=user, password=password, dbname="postgres")
-
-
-def admin_sql(env: dict[str, str], statement: sql.Composable, *params: str) -> None:
-    conn = pg(env, env["PGUSER"], env["PGPASSWORD"])
-    try:
-        conn.autocommit = True  # DROP DATABASE refuses a transaction
-        with conn.cursor() as cursor:
-            cursor.execute(statement, params)
-    finally:
-        conn.close()
-
-
 def test_existing_secrets_lacking_keys_fail_before_any_change(
     tmp_path: Path, kubectl: Kubectl, namespace: str, stack_env: dict[str, str]
 ) -> None:
@@ -310,7 +295,7 @@ def test_existing_secrets_lacking_keys_fail_before_any_change(
     assert f"{namespace}/mlflow-s3 does not exist" in output
     assert f"{namespace}/mlflow-registry does not exist" in output
     assert "changed=0" in output
-    with pg(stack_env, stack_env["PGUSER"], stack_env["PGPASSWORD"]) as conn, conn.cursor() as cursor:
+    with pg_connect(stack_env, stack_env["PGUSER"], stack_env["PGPASSWORD"]) as conn, conn.cursor() as cursor:
         cursor.execute("select count(*) from pg_roles where rolname = %s", (NAMES["mlflow_db_user"],))
         assert cursor.fetchone()[0] == 0
 
@@ -335,7 +320,7 @@ def test_the_existing_backend_never_changes_the_database_roles_password(
     try:
         result = deploy(tmp_path, names, playbook="playbooks/11_deploy.yaml", tags="database")
         assert result.returncode == 0, result.stdout[-3000:]
-        pg(stack_env, user, kept).close()  # the role's own password still logs in
+        pg_connect(stack_env, user, kept).close()  # the role's own password still logs in
     finally:
         for name in ("mlflow_bad_existing", "mlflow_bad_existing_auth"):
             admin_sql(stack_env, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
