@@ -133,8 +133,8 @@ def module_parameters(run_module, name: str, required: dict[str, Any]) -> list[s
     return sorted(message.split("Supported parameters include: ", 1)[1].rstrip(".").split(", "))
 
 
-# Arguments that keep a module's own cross-checks (required_if) quiet, so the unknown one is what it reports.
-QUIET_ARGS = {"mlflow_check": {"auth_mode": "none"}}
+# Arguments that keep a module's own cross-checks (required_if, types) quiet, so the unknown one is what it reports.
+QUIET_ARGS = {"mlflow_check": {"auth_mode": "none"}, "k8s_read": {"queries": {}}}
 
 
 def test_module_docs_name_the_modules_parameters(run_module):
