@@ -476,22 +476,22 @@ def mlflow_object_refs(results: Any) -> list[dict[str, str]]:
     return refs
 
 
-def mlflow_secret_key_problems(results: Any, required: Mapping[str, Any], namespace: str) -> list[str]:
-    """Which of the ``required`` Secrets (name -> keys) the ``k8s_info`` loop ``results`` lack.
+def mlflow_secret_key_problems(
+    results: Any, required: Mapping[str, Any], namespace: str, prefix: str = "secret/"
+) -> list[str]:
+    """Which of the ``required`` Secrets (name -> keys) the ``k8s_read`` ``results`` lack.
 
-    Reads only the key names of what was found, never a value, so the problems can be printed.
+    Each Secret's result is under ``prefix`` + its name, as ``k8s_info`` would return it. Reads only the
+    key names of what was found, never a value, so the problems can be printed.
     """
-    found: dict[str, set[str]] = {}
-    for result in results or []:
-        resources = (result or {}).get("resources") or []
-        if resources:
-            found[str(result.get("item"))] = set((resources[0].get("data") or {}).keys())
     problems = []
     for name, keys in required.items():
-        if name not in found:
+        resources = ((results or {}).get(f"{prefix}{name}") or {}).get("resources") or []
+        if not resources:
             problems.append(f"{namespace}/{name} does not exist")
             continue
-        missing = [key for key in keys if key not in found[name]]
+        found = set((resources[0].get("data") or {}).keys())
+        missing = [key for key in keys if key not in found]
         if missing:
             problems.append(f"{namespace}/{name} lacks the key(s) {', '.join(missing)}")
     return problems

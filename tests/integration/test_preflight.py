@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from psycopg2 import sql
 
 from .conftest import REPO_ROOT, Kubectl, admin_sql, pg_connect
@@ -325,3 +326,23 @@ def test_the_existing_backend_never_changes_the_database_roles_password(
         for name in ("mlflow_bad_existing", "mlflow_bad_existing_auth"):
             admin_sql(stack_env, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         admin_sql(stack_env, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+
+
+def test_an_api_server_that_cannot_be_reached_is_named_before_any_change(
+    tmp_path: Path, stack_env: dict[str, str]
+) -> None:
+    """The read of the cluster holds Secrets, so its output is hidden; its failure still says what failed."""
+    kubeconfig = yaml.safe_load(Path(stack_env["KUBECONFIG"]).read_text())
+    for cluster in kubeconfig["clusters"]:
+        cluster["cluster"]["server"] = "https://127.0.0.1:1"
+    dead = tmp_path / "dead.kubeconfig"
+    dead.write_text(yaml.safe_dump(kubeconfig))
+    result = deploy(tmp_path, {"kubeconfig": str(dead)})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"Could not read the cluster through {dead} (kubeconfig): query 's3': cannot read Secret" in output, output[
+        -2000:
+    ]
+    assert "127.0.0.1" in output
+    assert "censored" not in output
+    assert "changed=0" in output

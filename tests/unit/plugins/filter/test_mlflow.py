@@ -558,12 +558,13 @@ def test_object_refs_carry_kind_and_name_only() -> None:
 
 
 def test_secret_key_problems_name_missing_secrets_and_keys_and_never_a_value() -> None:
-    results = [
-        {"item": "mlflow-db", "resources": [{"data": {"password": "c2VjcmV0", "MLFLOW_BACKEND_STORE_URI": "eA=="}}]},
-        {"item": "mlflow-session", "resources": []},
-        {"item": "mlflow-s3", "resources": [{"data": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}}]},
-        {"item": "mlflow-empty", "resources": [{"metadata": {"name": "mlflow-empty"}}]},
-    ]
+    results = {
+        "secret/mlflow-db": {"resources": [{"data": {"password": "c2VjcmV0", "MLFLOW_BACKEND_STORE_URI": "eA=="}}]},
+        "secret/mlflow-session": {"api_found": True, "resources": []},
+        "secret/mlflow-s3": {"resources": [{"data": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}}]},
+        "secret/mlflow-empty": {"resources": [{"metadata": {"name": "mlflow-empty"}}]},
+        "other": {"resources": [{"data": {"y": "eQ=="}}]},
+    }
     required = {
         "mlflow-db": ["password", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DB_URI", "host"],
         "mlflow-session": ["SECRET_KEY"],
@@ -579,4 +580,5 @@ def test_secret_key_problems_name_missing_secrets_and_keys_and_never_a_value() -
         "ns/mlflow-unread does not exist",
     ]
     assert "c2VjcmV0" not in " ".join(problems)
-    assert mlflow_secret_key_problems(results[2:3], {"mlflow-s3": ["AWS_ACCESS_KEY_ID"]}, "ns") == []
+    assert mlflow_secret_key_problems(results, {"mlflow-s3": ["AWS_ACCESS_KEY_ID"]}, "ns") == []
+    assert mlflow_secret_key_problems({"s-other": results["other"]}, {"other": ["y"]}, "ns", prefix="s-") == []
