@@ -237,3 +237,61 @@ def test_a_200_mb_artifact_goes_up_through_the_public_host(
         streamed.update(part)
     assert streamed.hexdigest() == digest.hexdigest()
     call("POST", "/api/2.0/mlflow/experiments/delete", json.dumps({"experiment_id": experiment_id}))
+
+
+def test_a_new_user_with_the_mlflow_role_sees_nothing_they_were_not_granted(
+    stack_env: dict[str, str], deployment: dict[str, str]
+) -> None:
+    """Deny by default (mlflow_oidc_default_permission NO_PERMISSIONS): the user role lets someone in, and
+    they see their own experiments only, until a permission is granted."""
+    from mlstack_local import keycloak as stack_keycloak
+
+    api = stack_keycloak.AdminApi(
+        stack_env["KEYCLOAK_URL"], stack_env["KEYCLOAK_ADMIN"], stack_env["KEYCLOAK_ADMIN_PASSWORD"]
+    )
+    realm = stack_env["KEYCLOAK_REALM"]
+    suffix = os.urandom(4).hex()
+    username, password = f"t-new-{suffix}", f"pw-{os.urandom(12).hex()}"
+    stack_keycloak.ensure_user(api, realm, stack_keycloak.user_payload(username, "New", "User"), password)
+    _, found = api.call("GET", f"/{realm}/users?username={username}&exact=true")
+    user_id = found[0]["id"]
+    admin_token = token_for(
+        stack_env, deployment, stack_env["PLATFORM_ADMIN_USER"], stack_env["PLATFORM_ADMIN_PASSWORD"]
+    )
+
+    def call(token: str, method: str, path: str, body: dict[str, object] | None = None) -> tuple[int, dict]:
+        url = deployment["uri"] + path
+        data = None
+        if method == "GET":
+            url += "?" + urllib.parse.urlencode(body or {})
+        else:
+            data = json.dumps(body or {}).encode()
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {token}")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, {}
+
+    status, created = call(admin_token, "POST", "/api/2.0/mlflow/experiments/create", {"name": f"t-admins-{suffix}"})
+    assert status == 200, status
+    admins = created["experiment_id"]
+    try:
+        _, role = api.call("GET", f"/{realm}/roles/mlflow-user")  # mlflow_oidc_user_group
+        api.call("POST", f"/{realm}/users/{user_id}/role-mappings/realm", [role])
+        token = token_for(stack_env, deployment, username, password)
+        # Let in (the role), yet the admin's experiment is neither readable nor listed.
+        assert call(token, "GET", "/api/2.0/mlflow/experiments/get", {"experiment_id": admins})[0] == 403
+        status, listed = call(token, "POST", "/api/2.0/mlflow/experiments/search", {"max_results": 1000})
+        assert status == 200, status
+        assert admins not in [e["experiment_id"] for e in listed.get("experiments", [])]
+        # What they create is theirs.
+        status, own = call(token, "POST", "/api/2.0/mlflow/experiments/create", {"name": f"t-own-{suffix}"})
+        assert status == 200, status
+        assert call(token, "GET", "/api/2.0/mlflow/experiments/get", {"experiment_id": own["experiment_id"]})[0] == 200
+        call(admin_token, "POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": own["experiment_id"]})
+    finally:
+        call(admin_token, "POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": admins})
+        api.call("DELETE", f"/{realm}/users/{user_id}")
