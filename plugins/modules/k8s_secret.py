@@ -22,9 +22,32 @@ version_added: 0.1.0
 author: mlstack developers
 options:
   name:
-    description: Name of the Secret.
+    description: Name of the Secret; or give I(secrets).
     type: str
-    required: true
+  secrets:
+    description:
+      - Several Secrets of the namespace in one run (one process and one API client), each with its own
+        I(name), I(data), I(type) and I(annotations); the other options apply to all of them.
+      - The run changes when any of them changes; the diff has one entry per Secret.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the Secret.
+        type: str
+        required: true
+      data:
+        description: Keys and string values of the Secret.
+        type: dict
+        default: {}
+      type:
+        description: Secret type.
+        type: str
+        default: Opaque
+      annotations:
+        description: Annotations of the Secret (and of the SealedSecret).
+        type: dict
+        default: {}
   namespace:
     description: Namespace of the Secret.
     type: str
@@ -93,17 +116,29 @@ EXAMPLES = r"""
     backend: sealed
     sealing_cert: "{{ lookup('ansible.builtin.file', 'cert.pem') }}"
   no_log: true
+
+- name: Ensure two Secrets in one run
+  mlstack.mlflow.k8s_secret:
+    namespace: mlflow
+    secrets:
+      - {name: mlflow-db, data: {password: "{{ mlflow_db_password }}"}}
+      - {name: mlflow-session, data: {SECRET_KEY: "{{ mlflow_session_secret_key }}"}}
+  no_log: true
 """
 
 RETURN = r"""
+secrets:
+  description: With I(secrets), for each Secret name its C(changed), C(keys) and C(changed_keys).
+  returned: with I(secrets)
+  type: dict
 keys:
   description: Keys of the Secret after the run.
-  returned: always
+  returned: with I(name)
   type: list
   elements: str
 changed_keys:
   description: Keys whose values were added, changed or removed.
-  returned: always
+  returned: with I(name)
   type: list
   elements: str
 """
@@ -160,10 +195,13 @@ def metadata_differs(obj: Any, labels: dict[str, str], annotations: dict[str, st
 
 
 class SecretWriter:
-    def __init__(self, module: AnsibleModule) -> None:
+    def __init__(self, module: AnsibleModule, params: dict[str, Any] | None = None, api_client: Any = None) -> None:
+        """One Secret: ``params`` are the module's, or one entry of ``secrets`` merged over them."""
         self.module = module
-        params = module.params
-        api_client = config.new_client_from_config(config_file=params["kubeconfig"], context=params["context"])
+        params = params or module.params
+        if api_client is None:
+            api_client = config.new_client_from_config(config_file=params["kubeconfig"], context=params["context"])
+        self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.name: str = params["name"]
@@ -343,10 +381,58 @@ class SecretWriter:
         }
 
 
+# What each entry of ``secrets`` may set; the rest comes from the module's own parameters.
+SECRET_ENTRY = {
+    "name": {"type": "str", "required": True},
+    "data": {"type": "dict", "default": {}, "no_log": True},
+    "type": {"type": "str", "default": "Opaque"},
+    "annotations": {"type": "dict", "default": {}},
+}
+
+
+def api_error(err: ApiException, params: dict[str, Any]) -> str:
+    return f"Kubernetes API error {err.status} {err.reason} for Secret {params['namespace']}/{params['name']}"
+
+
+def write(writer: SecretWriter, params: dict[str, Any]) -> dict[str, Any]:
+    if params["state"] == "absent":
+        return writer.absent()
+    if params["backend"] == "sealed":
+        return writer.sealed()
+    return writer.plain()
+
+
+def write_all(module: AnsibleModule) -> dict[str, Any]:
+    """``name`` alone, or every entry of ``secrets`` through one API client, in order."""
+    params = module.params
+    if params["secrets"] is None:
+        return write(SecretWriter(module), params)
+    results: dict[str, Any] = {}
+    diffs: list[dict[str, Any]] = []
+    api_client = None
+    for entry in params["secrets"]:
+        one = {**params, **entry}
+        writer = SecretWriter(module, one, api_client)
+        api_client = writer.api_client
+        try:
+            result = write(writer, one)
+        except ApiException as err:
+            module.fail_json(msg=api_error(err, one))
+        diff = result.pop("diff")
+        diffs.append({**diff, "before_header": f"Secret {one['namespace']}/{one['name']}"})
+        results[one["name"]] = result
+    return {
+        "changed": any(result["changed"] for result in results.values()),
+        "secrets": results,
+        "diff": diffs,
+    }
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str", "required": True},
+            "name": {"type": "str"},
+            "secrets": {"type": "list", "elements": "dict", "options": SECRET_ENTRY},
             "namespace": {"type": "str", "required": True},
             "data": {"type": "dict", "default": {}, "no_log": True},
             "type": {"type": "str", "default": "Opaque"},
@@ -364,23 +450,16 @@ def main() -> None:
             "kubeconfig": {"type": "path"},
             "context": {"type": "str"},
         },
+        required_one_of=[("name", "secrets")],
+        mutually_exclusive=[("name", "secrets")],
         supports_check_mode=True,
     )
     if not HAS_KUBERNETES:
         module.fail_json(msg="the kubernetes Python package is required (pip install kubernetes)")
     try:
-        writer = SecretWriter(module)
-        if module.params["state"] == "absent":
-            result = writer.absent()
-        elif module.params["backend"] == "sealed":
-            result = writer.sealed()
-        else:
-            result = writer.plain()
+        result = write_all(module)
     except ApiException as err:
-        module.fail_json(
-            msg=f"Kubernetes API error {err.status} {err.reason} for Secret "
-            f"{module.params['namespace']}/{module.params['name']}"
-        )
+        module.fail_json(msg=api_error(err, module.params))
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

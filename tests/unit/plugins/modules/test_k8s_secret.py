@@ -463,3 +463,82 @@ def test_api_errors_name_the_secret_not_its_values(secret, cluster, monkeypatch)
     assert result["failed"] is True
     assert result["msg"] == "Kubernetes API error 403 Forbidden for Secret mlflow/mlflow-db"
     assert_no_value_in(result, VALUE)
+
+
+# --- several Secrets in one run ----------------------------------------------------------------------
+
+
+def test_secrets_writes_each_then_changes_nothing_with_a_diff_per_secret(run_module, kubeconfig, cluster):
+    def run(check_mode: bool = False, **values: str) -> dict[str, Any]:
+        params = {
+            "namespace": "mlflow",
+            "kubeconfig": kubeconfig,
+            "labels": {"app": "mlflow"},
+            "secrets": [
+                {"name": "mlflow-db", "data": {"password": values.get("db", VALUE)}},
+                {
+                    "name": "mlflow-tls",
+                    "type": "kubernetes.io/tls",
+                    "data": {"tls.crt": "certificate-text", "tls.key": OTHER},
+                },
+            ],
+        }
+        return run_module(k8s_secret.main, params, check_mode=check_mode, diff=True)
+
+    first = run()
+    assert first.get("failed") is not True, first
+    assert first["changed"] is True
+    assert first["secrets"]["mlflow-db"]["changed_keys"] == ["password"]
+    assert first["secrets"]["mlflow-tls"]["keys"] == ["tls.crt", "tls.key"]
+    assert cluster.secrets[("mlflow", "mlflow-tls")].type == "kubernetes.io/tls"
+    assert cluster.secrets[("mlflow", "mlflow-tls")].metadata.labels == {"app": "mlflow"}
+    assert cluster.values("mlflow", "mlflow-db") == {"password": VALUE}
+    assert [d["before_header"] for d in first["diff"]] == ["Secret mlflow/mlflow-db", "Secret mlflow/mlflow-tls"]
+    assert_no_value_in(first, VALUE, OTHER)
+
+    writes = len(cluster.writes)
+    again = run()
+    assert again["changed"] is False
+    assert len(cluster.writes) == writes
+
+    # One changed value: the run and that Secret change, in check mode nothing is written.
+    checked = run(check_mode=True, db="new-" + VALUE)
+    assert checked["changed"] is True
+    assert checked["secrets"]["mlflow-db"]["changed"] is True
+    assert checked["secrets"]["mlflow-tls"]["changed"] is False
+    assert len(cluster.writes) == writes
+    assert_no_value_in(checked, VALUE, "new-" + VALUE, OTHER)
+
+
+def test_secrets_and_name_exclude_each_other_and_one_is_needed(run_module, kubeconfig, cluster):
+    both = run_module(
+        k8s_secret.main,
+        {
+            "namespace": "mlflow",
+            "kubeconfig": kubeconfig,
+            "name": "a",
+            "secrets": [{"name": "b", "data": {"k": VALUE}}],
+        },
+    )
+    assert both["failed"] is True
+    assert "mutually exclusive: name|secrets" in both["msg"]
+    neither = run_module(k8s_secret.main, {"namespace": "mlflow", "kubeconfig": kubeconfig})
+    assert neither["failed"] is True
+    assert "one of the following is required: name, secrets" in neither["msg"]
+    assert cluster.writes == []
+
+
+def test_an_api_error_in_secrets_names_that_secret(run_module, kubeconfig, cluster, monkeypatch):
+    real = cluster.read_namespaced_secret
+
+    def forbidden(name, namespace):
+        if name == "second":
+            raise ApiException(status=403, reason="Forbidden")
+        return real(name, namespace)
+
+    monkeypatch.setattr(cluster, "read_namespaced_secret", forbidden)
+    secrets = [{"name": "first", "data": {"k": VALUE}}, {"name": "second", "data": {"k": OTHER}}]
+    result = run_module(k8s_secret.main, {"namespace": "mlflow", "kubeconfig": kubeconfig, "secrets": secrets})
+    assert result["failed"] is True
+    assert result["msg"] == "Kubernetes API error 403 Forbidden for Secret mlflow/second"
+    assert_no_value_in(result, VALUE, OTHER)
