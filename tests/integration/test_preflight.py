@@ -239,6 +239,18 @@ CASES = {
         (),
         "S3 at",
     ),
+    # Checked by the roles' own argument specs, which used to run only when each role started (after 10 had
+    # created the Keycloak client and 11 the namespace, databases and bucket).
+    "server spec": (
+        {"mlflow_rollout_timeout": "soon"},
+        (),
+        "argument 'mlflow_rollout_timeout' is of type",
+    ),
+    "workstation spec": (
+        {"mlflow_workstation_rollout_timeout": "an hour"},
+        (),
+        "argument 'mlflow_workstation_rollout_timeout' is of type",
+    ),
     "S3 unreachable": (
         {"mlflow_s3_admin_endpoint_url": "http://127.0.0.1:1"},
         (),

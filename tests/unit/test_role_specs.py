@@ -135,3 +135,14 @@ def test_role_readme_is_current(role: str) -> None:
     assert gen_docs.render_role(role, current) == current, "run: python hack/gen_docs.py"
     for name in gen_docs.load_specs(role)["main"].get("options") or {}:
         assert f"| `{name}` |" in current, f"roles/{role}/README.md has no row for {name}"
+
+
+def test_preflight_checks_the_spec_of_every_deploy_role_with_options() -> None:
+    """Preflight validates these roles' specs before any change; a role left out would be checked late."""
+    listed = _load(REPO / "roles" / "preflight" / "vars" / "main.yml")["_preflight_spec_roles"]
+    with_options = [
+        role
+        for role in ROLES
+        if role not in ("preflight", "uninstall") and any(spec.get("options") for spec in _entry_points(role).values())
+    ]
+    assert sorted(listed) == sorted(with_options)
