@@ -12,7 +12,9 @@ Needs the local stack (``make up``); skipped without it, failed when ``CI=true``
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -255,6 +257,7 @@ def test_client_is_confidential_with_exact_redirects(client: dict[str, Any], nam
     assert not any("*" in uri for uri in client["redirectUris"])
     assert sorted(client["webOrigins"]) == sorted([f"https://{host}", "http://127.0.0.1:5999"])
     assert client["attributes"]["access.token.lifespan"] == "3600"
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256"
     # The realm roles it grants, which an uninstall with purge of another instance keeps.
     assert client["attributes"]["mlstack.mlflow.realm-roles"] == f"{names.admin_role},{names.user_role}"
     assert client["attributes"]["post.logout.redirect.uris"].split("##") == [
@@ -263,6 +266,42 @@ def test_client_is_confidential_with_exact_redirects(client: dict[str, Any], nam
     ]
     assert sorted(client["defaultClientScopes"]) == ["acr", "basic", "email", "profile", "roles", "web-origins"]
     assert sorted(client["optionalClientScopes"]) == ["address", "offline_access", "phone"]
+
+
+def test_a_browser_login_without_a_pkce_challenge_is_refused(
+    client: dict[str, Any], keycloak: KeycloakAdmin, names: Names, stack_env: dict
+) -> None:
+    """PKCE S256 is enforced: an authorization request that does not carry a challenge gets an error, not
+    the login form (one that does, as MLflow's OIDC plugin and oauth2-proxy send it, gets the form)."""
+    redirect = f"https://mlflow.{stack_env['DOMAIN_NAME']}/callback"
+    endpoint = f"{keycloak.url}/realms/{urllib.parse.quote(keycloak.realm)}/protocol/openid-connect/auth"
+
+    def authorize(**extra: str) -> tuple[int, str]:
+        query = {"client_id": names.client_id, "response_type": "code", "redirect_uri": redirect, "scope": "openid"}
+        opener = urllib.request.build_opener(NoRedirect())
+        try:
+            with opener.open(f"{endpoint}?{urllib.parse.urlencode({**query, **extra})}", timeout=30) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers.get("Location", "")
+
+    status, location = authorize()
+    assert status == 302, status
+    assert location.startswith(redirect + "?")
+    error = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+    assert error["error"] == ["invalid_request"]
+    assert "code_challenge_method" in error["error_description"][0]
+
+    verifier = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=")
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
+    status, page = authorize(code_challenge=challenge, code_challenge_method="S256")
+    assert status == 200, status
+    assert 'id="kc-form-login"' in page
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def test_client_has_the_three_mappers(client: dict[str, Any], names: Names) -> None:
