@@ -29,12 +29,8 @@ options:
         C(key=value) or other selector terms, joined with commas).
     type: dict
     required: true
-  kubeconfig:
-    description: Path of the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context; the current one when omitted.
-    type: str
+extends_documentation_fragment:
+  - mlstack.mlflow.k8s
 attributes:
   check_mode:
     support: full
@@ -68,9 +64,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mlstack.mlflow.plugins.module_utils._k8s import CONNECTION_ARGS, make_api_client
 
 try:
-    from kubernetes import config
     from kubernetes.client.rest import ApiException
 
     HAS_KUBERNETES = True
@@ -136,8 +132,8 @@ def object_path(base: str, resource: dict[str, Any], query: dict[str, Any]) -> s
 
 
 class Reader:
-    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
-        self.api = config.new_client_from_config(config_file=kubeconfig, context=context)
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.api = make_api_client(params)
         self.discovered: dict[str, dict[str, Any] | None] = {}
 
     def get(self, path: str) -> dict[str, Any] | None:
@@ -181,8 +177,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "queries": {"type": "dict", "required": True},
-            "kubeconfig": {"type": "path"},
-            "context": {"type": "str"},
+            **CONNECTION_ARGS,
         },
         supports_check_mode=True,
     )
@@ -193,7 +188,7 @@ def main() -> None:
     except QueryError as err:
         module.fail_json(msg=str(err))
     try:
-        reader = Reader(module.params["kubeconfig"], module.params["context"])
+        reader = Reader(module.params)
     except Exception as err:  # the kubernetes client raises ConfigException, OSError, YAML errors
         module.fail_json(msg=f"cannot load the kubeconfig {module.params['kubeconfig'] or '(default)'}: {err}")
     results: dict[str, Any] = {}

@@ -90,12 +90,8 @@ options:
     description: Seconds to wait for the controller to unseal (sealed backend).
     type: int
     default: 120
-  kubeconfig:
-    description: Path of the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context; the current one when omitted.
-    type: str
+extends_documentation_fragment:
+  - mlstack.mlflow.k8s
 attributes:
   check_mode:
     support: full
@@ -150,13 +146,14 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.rest import ApiException
 
     HAS_KUBERNETES = True
 except ImportError:
     HAS_KUBERNETES = False
 
+from ansible_collections.mlstack.mlflow.plugins.module_utils._k8s import CONNECTION_ARGS, make_api_client
 from ansible_collections.mlstack.mlflow.plugins.module_utils._sealing import (
     API_VERSION,
     load_public_key,
@@ -200,7 +197,7 @@ class SecretWriter:
         self.module = module
         params = params or module.params
         if api_client is None:
-            api_client = config.new_client_from_config(config_file=params["kubeconfig"], context=params["context"])
+            api_client = make_api_client(params)
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -381,13 +378,14 @@ class SecretWriter:
         }
 
 
-# What each entry of ``secrets`` may set; the rest comes from the module's own parameters.
-SECRET_ENTRY = {
-    "name": {"type": "str", "required": True},
+# What one Secret sets: the module's own options, or each entry of ``secrets`` (the other options
+# apply to all of them).
+PER_SECRET_ARGS: dict[str, dict[str, Any]] = {
     "data": {"type": "dict", "default": {}, "no_log": True},
     "type": {"type": "str", "default": "Opaque"},
     "annotations": {"type": "dict", "default": {}},
 }
+SECRET_ENTRY = {"name": {"type": "str", "required": True}, **PER_SECRET_ARGS}
 
 
 def api_error(err: ApiException, params: dict[str, Any]) -> str:
@@ -434,10 +432,8 @@ def main() -> None:
             "name": {"type": "str"},
             "secrets": {"type": "list", "elements": "dict", "options": SECRET_ENTRY},
             "namespace": {"type": "str", "required": True},
-            "data": {"type": "dict", "default": {}, "no_log": True},
-            "type": {"type": "str", "default": "Opaque"},
+            **PER_SECRET_ARGS,
             "labels": {"type": "dict", "default": {}},
-            "annotations": {"type": "dict", "default": {}},
             "backend": {"type": "str", "choices": ["plain", "sealed"], "default": "plain"},
             "sealing_cert": {"type": "str"},
             "sealing_scope": {
@@ -447,8 +443,7 @@ def main() -> None:
             },
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "wait_timeout": {"type": "int", "default": 120},
-            "kubeconfig": {"type": "path"},
-            "context": {"type": "str"},
+            **CONNECTION_ARGS,
         },
         required_one_of=[("name", "secrets")],
         mutually_exclusive=[("name", "secrets")],
